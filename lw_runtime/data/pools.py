@@ -1,0 +1,57 @@
+"""Word pools for the synthetic tasks, and their deterministic train/validation/test partition.
+
+Decisions:
+- Pools are hand-written .txt files shipped as package data (one entry a line), read once with
+  importlib.resources and cached.
+- Each pool is partitioned by sorting its entries on a salted blake2b digest and slicing 70/15/15.
+  Sorting (rather than bucketing each hash) gives exact split sizes, so even a 68-entry colour pool
+  gives every split enough values; the salt keeps different pools' partitions independent.
+  The partition depends only on the file contents: editing a pool file reshuffles its splits.
+- Numeric answer pools (4-digit codes, ages) are partitioned the same way on their decimal strings,
+  so no answer value is shared between splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from importlib import resources
+
+from .example import SPLITS, check_split
+
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+POOL_FILES = ("first_names", "surnames", "cities", "jobs", "pets", "colours", "items")
+CODES = tuple(str(code) for code in range(1000, 10000))
+AGES = tuple(str(age) for age in range(18, 100))
+
+
+@lru_cache(maxsize=None)
+def read_pool(name: str) -> tuple[str, ...]:
+    if name not in POOL_FILES:
+        raise ValueError(f"unknown word pool {name!r}; pools are {POOL_FILES}")
+    text = resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    entries = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"word pool {name}.txt has duplicate entries")
+    return entries
+
+
+def _digest(salt: str, entry: str) -> bytes:
+    return hashlib.blake2b(f"{salt}\x00{entry}".encode(), digest_size=8).digest()
+
+
+def partition(entries: tuple[str, ...], salt: str) -> dict[str, tuple[str, ...]]:
+    """Split `entries` into disjoint train/validation/test tuples, the same on every run."""
+    ordered = sorted(entries, key=lambda entry: _digest(salt, entry))
+    n_train = round(len(ordered) * SPLIT_FRACTIONS[0])
+    n_validation = round(len(ordered) * SPLIT_FRACTIONS[1])
+    bounds = (0, n_train, n_train + n_validation, len(ordered))
+    return {split: tuple(ordered[bounds[i]:bounds[i + 1]]) for i, split in enumerate(SPLITS)}
+
+
+@lru_cache(maxsize=None)
+def split_pool(name: str, split: str) -> tuple[str, ...]:
+    """The entries of pool `name` ("codes" and "ages" included) that belong to `split`."""
+    check_split(split)
+    entries = {"codes": CODES, "ages": AGES}.get(name) or read_pool(name)
+    return partition(entries, salt=name)[split]

@@ -1,0 +1,123 @@
+"""relay-QA: determinism, held-out splits, unambiguous span answers, the n_facts ladder, speed."""
+
+import time
+from collections import Counter
+from itertools import combinations
+
+import pytest
+
+from lw_runtime.data import KINDS, SPLITS, relay_qa
+
+LADDER = (1, 2, 4, 8)
+
+
+def test_same_arguments_give_identical_lists_and_longer_runs_extend_shorter_ones():
+    first = relay_qa("train", 300, n_facts=4, seed=7)
+    assert first == relay_qa("train", 300, n_facts=4, seed=7)
+    assert relay_qa("train", 1000, n_facts=4, seed=7)[:300] == first
+    assert [e.passage for e in relay_qa("train", 300, n_facts=4, seed=8)] != [e.passage for e in first]
+
+
+def test_ids_are_unique_within_and_across_splits_seeds_and_kinds():
+    ids = [e.id for split in SPLITS for seed in (0, 1) for n_facts in (1, 4)
+           for e in relay_qa(split, 200, n_facts=n_facts, seed=seed)]
+    ids += [e.id for e in relay_qa("train", 200, kinds=("code",))]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("n_facts", [1, 4])
+def test_splits_share_no_name_template_answer_value_or_passage(n_facts):
+    seen = {}
+    for split in SPLITS:
+        examples = relay_qa(split, 4000 if split == "train" else 1500, n_facts=n_facts, seed=0)
+        seen[split] = {
+            "first names": {name.split()[0] for e in examples for name in e.meta["names"]},
+            "surnames": {name.split()[1] for e in examples for name in e.meta["names"]},
+            "templates": {t for e in examples for t in e.meta["templates"]},
+            "values": {value for e in examples for _, _, value in e.meta["facts"]},
+            "passages": {e.passage for e in examples},
+            "questions": {e.question for e in examples},
+        }
+    for a, b in combinations(SPLITS, 2):
+        for what in seen[a]:
+            shared = seen[a][what] & seen[b][what]
+            assert not shared, f"{a} and {b} share {what}: {sorted(shared)[:5]}"
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("n_facts", LADDER)
+def test_answer_is_a_span_that_occurs_once_and_matches_the_asked_fact(split, n_facts):
+    for e in relay_qa(split, 400, n_facts=n_facts, seed=1):
+        assert e.passage.count(e.answer) == 1
+        start = e.meta["answer_start"]
+        assert e.passage[start:start + len(e.answer)] == e.answer
+        assert e.meta["facts"][e.meta["asked"]][2] == e.answer
+        assert e.n_facts == n_facts and e.split == split and e.task == "relay_qa"
+
+
+@pytest.mark.parametrize("n_facts", LADDER)
+def test_question_names_the_asked_person_and_no_other_fact_answers_it(n_facts):
+    for e in relay_qa("test", 400, n_facts=n_facts, seed=2):
+        person, kind, _ = e.meta["facts"][e.meta["asked"]]
+        assert person in e.question
+        other_names = {name for name in e.meta["names"] if name != person}
+        assert not any(name in e.question for name in other_names)
+        pairs = [(p, k) for p, k, _ in e.meta["facts"]]
+        assert len(set(pairs)) == n_facts and pairs.count((person, kind)) == 1
+
+
+@pytest.mark.parametrize("n_facts", LADDER)
+def test_passage_holds_one_sentence_per_fact_with_its_person_and_value(n_facts):
+    for e in relay_qa("validation", 200, n_facts=n_facts, seed=3):
+        assert len(e.meta["facts"]) == n_facts
+        assert len(e.meta["templates"]) == n_facts + 1
+        for person, _, value in e.meta["facts"]:
+            assert person in e.passage and value in e.passage
+
+
+def test_question_picks_each_fact_position_about_equally_often():
+    counts = Counter(e.meta["asked"] for e in relay_qa("train", 4000, n_facts=4, seed=4))
+    assert sorted(counts) == [0, 1, 2, 3]
+    assert all(850 < c < 1150 for c in counts.values()), counts
+
+
+def test_ladder_mixes_same_person_and_same_attribute_facts():
+    examples = relay_qa("train", 500, n_facts=4, seed=5)
+    assert any(len(e.meta["names"]) < 4 for e in examples)
+    assert any(Counter(k for _, k, _ in e.meta["facts"]).most_common(1)[0][1] > 1 for e in examples)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_code_relay_is_one_short_sentence_with_a_four_digit_answer(split):
+    for e in relay_qa(split, 500, kinds=("code",), seed=6):
+        assert e.answer.isdigit() and len(e.answer) == 4
+        assert e.passage.count(".") == 1 and len(e.passage) < 70
+        assert e.meta["kind"] == "code"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_kind_ladder_reaches_eight_facts_in_every_split(kind):
+    for split in SPLITS:
+        for e in relay_qa(split, 30, n_facts=8, kinds=(kind,), seed=9):
+            assert {k for _, k, _ in e.meta["facts"]} == {kind}
+            assert len({v for _, _, v in e.meta["facts"]}) == 8
+
+
+def test_fifty_thousand_examples_take_under_two_seconds():
+    start = time.perf_counter()
+    examples = relay_qa("train", 50_000)
+    assert time.perf_counter() - start < 2.0
+    assert len(examples) == 50_000
+
+
+def test_examples_are_hashable_and_compare_by_value():
+    a, b = relay_qa("test", 1, n_facts=2)[0], relay_qa("test", 1, n_facts=2)[0]
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(split="dev"), dict(kinds=("shoe size",)), dict(kinds=()),
+                                    dict(n_facts=0)])
+def test_bad_arguments_raise_value_error(kwargs):
+    args = dict(split="train", n=3) | kwargs
+    with pytest.raises(ValueError):
+        relay_qa(**args)

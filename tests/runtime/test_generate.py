@@ -1,0 +1,67 @@
+"""generate(): soft tokens in front of text, parity with HF generate on the same embeddings, bad input."""
+
+import pytest
+import torch
+
+from lw_runtime.generate import SoftTokenError, build_inputs, generate
+
+PROMPTS = ["Passage: Ava's code is 4821.\nQuestion: What is Ava's code?\nAnswer:", "The capital of France is"]
+
+
+def hf_greedy(target, prompt, n):
+    ids = target.tokenizer(prompt, return_tensors="pt").input_ids
+    out = target.model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=target.tokenizer.pad_token_id)
+    return target.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_text_only_matches_hf_generate_per_row(target):
+    got = generate(target, texts=PROMPTS, max_new_tokens=6)
+    assert got == [hf_greedy(target, p, 6) for p in PROMPTS]
+
+
+def test_soft_tokens_equal_to_prompt_embeddings_give_the_same_text(target):
+    """Soft tokens that are exactly the embeddings of a prompt's first tokens act as that prompt."""
+    ids = target.tokenizer(PROMPTS[0], return_tensors="pt").input_ids
+    k = 6
+    soft = target.embed(ids[:, :k])
+    rest = target.tokenizer.decode(ids[0, k:])
+    got = generate(target, soft, texts=[rest], max_new_tokens=6)
+    assert got == [hf_greedy(target, PROMPTS[0], 6)]
+
+
+def test_batched_rows_with_left_padding_equal_single_rows(target):
+    torch.manual_seed(1)
+    soft = torch.randn(2, 4, 576) * target.embedding_rms()
+    texts = ["\nAnswer:", "\nQuestion: What is the capital of France?\nAnswer:"]
+    together = generate(target, soft, texts=texts, max_new_tokens=5)
+    alone = [generate(target, soft[i : i + 1], texts=[texts[i]], max_new_tokens=5)[0] for i in range(2)]
+    assert together == alone
+
+
+def test_training_inputs_label_only_the_answer(target):
+    soft = torch.zeros(2, 3, 576)
+    batch = build_inputs(target, soft, ["\nAnswer:", "\nAnswer:"], 2, continuations=[" 4821", " 17"], padding_side="right")
+    labels = batch["labels"]
+    eos = target.tokenizer.eos_token_id
+    for row, answer in zip(labels, [" 4821", " 17"]):
+        kept = row[row != -100].tolist()
+        assert kept == target.tokenizer(answer, add_special_tokens=False).input_ids + [eos]
+
+
+def test_stop_strings_and_sampling_arguments_are_accepted(target):
+    out = generate(target, texts=["Count: 1, 2, 3,"], max_new_tokens=12, stop_strings=[","])
+    assert out[0].count(",") <= 1
+    torch.manual_seed(0)
+    sampled = generate(target, texts=["Once upon a time"], max_new_tokens=4, do_sample=True, temperature=0.8, top_p=0.9)
+    assert isinstance(sampled[0], str)
+
+
+def test_bad_soft_tokens_raise(target):
+    with pytest.raises(SoftTokenError, match="NaN/Inf"):
+        generate(target, torch.full((1, 4, 576), float("nan")))
+    with pytest.raises(SoftTokenError, match="width 100"):
+        generate(target, torch.zeros(1, 4, 100))
+    with pytest.raises(SoftTokenError, match="batch, K, dim"):
+        generate(target, torch.zeros(4, 576))
+    with pytest.raises(ValueError, match="needs soft tokens"):
+        generate(target)

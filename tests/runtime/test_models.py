@@ -1,0 +1,43 @@
+"""Model loading: the embedded GGUF pair, the conversion cache, and clear errors for bad ids."""
+
+import pytest
+import torch
+
+from lw_runtime.models import ModelLoadError, converted_gguf_dir, embedded_gguf_path, load_model, EMBEDDED_SOURCE
+
+PARIS_IDS = [2, 50429, 563, 506, 5279, 529, 7001, 532, 15687, 563, 506, 5279, 529]
+
+
+def test_gemma_weights_predict_germany(source):
+    with torch.no_grad():
+        logits = source.model(torch.tensor([PARIS_IDS])).logits[0, -1]
+    top = int(logits.argmax())
+    assert source.tokenizer.convert_ids_to_tokens(top) == "▁Germany"
+    assert abs(float(logits[top]) - 21.24) < 0.05  # matches an independent numpy forward of the GGUF
+
+
+def test_models_are_frozen(source, target):
+    for loaded in (source, target):
+        assert not loaded.model.training
+        assert not any(p.requires_grad for p in loaded.model.parameters())
+
+
+def test_embedded_dims(source, target):
+    assert (source.hidden_size, source.num_layers) == (640, 18)
+    assert (target.hidden_size, target.num_layers) == (576, 30)
+    assert 0.05 < target.embedding_rms() < 1.0
+
+
+def test_conversion_is_cached(source):
+    folder = converted_gguf_dir(embedded_gguf_path(EMBEDDED_SOURCE))
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    assert converted_gguf_dir(embedded_gguf_path(EMBEDDED_SOURCE)) == folder
+    assert (folder / "config.json").stat().st_mtime_ns == stamp
+    assert list(folder.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["", "embedded:no-such-model", "/nonexistent/model.gguf", "/nonexistent/folder"])
+def test_unknown_model_raises_named_error(name):
+    with pytest.raises(ModelLoadError) as err:
+        load_model(name)
+    assert (name or "non-empty") in str(err.value)

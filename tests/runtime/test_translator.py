@@ -1,0 +1,116 @@
+"""BottleneckedGatedTranslator: shapes, zero-initialised gates, RMS matching, source normalisation,
+save/load round trip, dimension checks, presets."""
+
+import pytest
+import torch
+
+from lw_runtime.translator import PRESETS, BottleneckedGatedTranslator, TranslatorConfig, TranslatorMismatchError
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    cfg = TranslatorConfig.preset("tiny", source_dim=40, target_dim=24, dropout=0.0, target_rms=0.37, **kw)
+    return BottleneckedGatedTranslator(cfg).eval()
+
+
+def source_batch(b=3, t=11, d=40):
+    h = torch.randn(b, t, d) * 50
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[0, :4] = False  # left padding on row 0
+    return h, mask
+
+
+def open_gates(tr, value=0.7):
+    with torch.no_grad():
+        for p in tr.gate_parameters():
+            p.fill_(value)
+
+
+def test_output_shape_and_rms_matched():
+    tr = make()
+    soft = tr(*source_batch())
+    assert soft.shape == (3, 8, 24)
+    rms = soft.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, 0.37), rtol=1e-3, atol=1e-4)
+
+
+def test_gates_start_closed_so_output_ignores_source():
+    tr = make()
+    h, m = source_batch()
+    a, b = tr(h, m), tr(torch.randn_like(h), m)
+    torch.testing.assert_close(a, b)
+    assert all(float(p) == 0.0 for p in tr.gate_parameters())
+
+
+def test_open_gates_make_output_depend_on_source():
+    tr = make()
+    open_gates(tr)
+    h, m = source_batch()
+    assert (tr(h, m) - tr(torch.randn_like(h), m)).abs().max() > 1e-3
+
+
+def test_per_token_normalisation_tames_massive_activations():
+    """Scaling one source token by 1000 (a 'massive activation') leaves the output unchanged."""
+    tr = make()
+    open_gates(tr)
+    h, m = source_batch()
+    spiked = h.clone()
+    spiked[:, -5] *= 1000.0
+    torch.testing.assert_close(tr(h, m), tr(spiked, m), rtol=1e-4, atol=1e-4)
+
+
+def test_padding_positions_are_ignored():
+    tr = make()
+    open_gates(tr)
+    h, m = source_batch()
+    poisoned = h.clone()
+    poisoned[0, :4] = torch.randn(4, 40) * 1e4
+    torch.testing.assert_close(tr(h, m)[0], tr(poisoned, m)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter_once_gates_open():
+    tr = make()
+    tr.train()
+    open_gates(tr)
+    tr(*source_batch()).pow(2).sum().backward()
+    missing = [n for n, p in tr.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+def test_save_and_load_round_trip(tmp_path):
+    tr = make()
+    open_gates(tr, 0.3)
+    tr.save_pretrained(tmp_path)
+    back = BottleneckedGatedTranslator.from_pretrained(tmp_path).eval()
+    h, m = source_batch()
+    torch.testing.assert_close(tr(h, m), back(h, m))
+    assert back.config == tr.config
+
+
+def test_from_pretrained_rejects_missing_and_unknown_fields(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        BottleneckedGatedTranslator.from_pretrained(tmp_path)
+    make().save_pretrained(tmp_path)
+    cfg = tmp_path / "translator_config.json"
+    cfg.write_text(cfg.read_text().replace('"depth"', '"depht"'))
+    with pytest.raises(ValueError, match="depht"):
+        BottleneckedGatedTranslator.from_pretrained(tmp_path)
+
+
+def test_dimension_mismatch_is_named():
+    tr = make()
+    with pytest.raises(TranslatorMismatchError, match="40"):
+        tr(torch.randn(2, 5, 41))
+    with pytest.raises(TranslatorMismatchError, match="hidden size 640"):
+        tr.check_compatible(640, 24)
+
+
+def test_presets_from_the_original_sweep():
+    assert PRESETS["efficient"] == dict(num_soft_tokens=32, depth=4, num_heads=12, bottleneck_dim=768)
+    assert PRESETS["high_capacity"] == dict(num_soft_tokens=64, depth=8, num_heads=16, bottleneck_dim=1024)
+    cfg = TranslatorConfig.preset("conservative", num_soft_tokens=64)
+    assert (cfg.num_soft_tokens, cfg.depth, cfg.num_heads) == (64, 6, 16)
+    with pytest.raises(ValueError, match="unknown translator preset"):
+        TranslatorConfig.preset("huge")
+    with pytest.raises(ValueError, match="divisible"):
+        TranslatorConfig(bottleneck_dim=100, num_heads=8)

@@ -1,0 +1,20 @@
+"""train.fsdp flags: every config field has a documented flag; overrides parse."""
+
+import subprocess
+import sys
+from dataclasses import fields
+
+from train.config import TrainConfig, parse_args
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, "-m", "train.fsdp", "--help"], capture_output=True, text=True, check=True).stdout
+    for f in fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in out
+        assert f.metadata["help"].split()[0] in out
+
+
+def test_overrides_and_boolean_switches():
+    cfg = parse_args(["--tokens", "64", "--no-infonce", "--kl-teacher", "--lr", "3e-4", "--task", "relay_qa:4"])
+    assert cfg.tokens == 64 and not cfg.infonce and cfg.kl_teacher and cfg.lr == 3e-4 and cfg.task == "relay_qa:4"
+    assert parse_args([]) == TrainConfig()

@@ -1,0 +1,81 @@
+"""Training configuration: one dataclass, one flag per field, help text beside each field.
+
+Decisions: the defaults train the embedded default pair (Gemma-3-270M -> SmolLM2-135M-Instruct) on
+the 1-fact code relay in the ``soft_only`` protocol; every part of the stability recipe is a
+boolean flag (``--no-<name>`` turns it off). ``--tokens`` overrides the preset's soft-token count.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, field, fields
+
+from lw_runtime.models import EMBEDDED_SOURCE, EMBEDDED_TARGET
+
+
+def _f(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class TrainConfig:
+    source: str = _f(EMBEDDED_SOURCE, "source model: embedded name, .gguf file, local folder or hub id")
+    target: str = _f(EMBEDDED_TARGET, "target model: embedded name, .gguf file, local folder or hub id")
+    task: str = _f("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), arithmetic")
+    protocol: str = _f("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
+    preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
+    tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
+    depth: int = _f(0, "translator depth (0 = the preset's)")
+    heads: int = _f(0, "translator heads (0 = the preset's)")
+    bottleneck: int = _f(0, "translator bottleneck dim (0 = the preset's)")
+    source_layer: int = _f(9, "source layer whose hidden states the translator reads (0 = embeddings, -1 = last)")
+    target_layers: int = _f(0, "keep only the target's first N blocks (0 = all); a cheaper setting for CPU tests")
+    steps: int = _f(400, "optimizer steps")
+    batch_size: int = _f(16, "examples per step")
+    lr: float = _f(1e-3, "translator learning rate (AdamW)")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to gates, norms and queries)")
+    warmup: int = _f(40, "linear warmup steps, then cosine decay")
+    train_examples: int = _f(4000, "size of the synthetic training pool")
+    val_examples: int = _f(64, "validation examples (early stopping)")
+    test_examples: int = _f(200, "held-out test examples (unseen names, templates and answers)")
+    eval_every: int = _f(50, "steps between validation evaluations")
+    max_source_tokens: int = _f(256, "source texts longer than this are truncated from the left")
+    max_new_tokens: int = _f(8, "tokens generated per answer at evaluation")
+    rms_match: bool = _f(True, "scale soft tokens to the RMS of the target's embedding table")
+    infonce: bool = _f(True, "InfoNCE anti-collapse loss between pooled soft tokens and pooled source states")
+    infonce_weight: float = _f(0.05, "weight of the InfoNCE loss (active from half the warmup)")
+    kl_teacher: bool = _f(False, "KL to a teacher: the target reading the full text the bridge replaces")
+    kl_weight: float = _f(0.5, "weight of the teacher KL")
+    gate_lr_boost: bool = _f(True, "gates get 3x the learning rate and no weight decay")
+    dropout: float = _f(0.1, "translator dropout")
+    grad_clip: float = _f(1.0, "gradient clipping max norm (0 = off)")
+    early_stopping: bool = _f(True, "stop when validation accuracy has not improved for --patience evaluations; restore the best")
+    patience: int = _f(4, "evaluations without improvement before stopping")
+    cache_source: bool = _f(True, "encode the training pool with the frozen source once, not every step")
+    seed: int = _f(0, "seed for data, initialisation and order")
+    device: str = _f("auto", "cpu, cuda or auto")
+    dtype: str = _f("auto", "model dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)")
+    out_dir: str = _f("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
+    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    progress: bool = _f(True, "show a progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.fsdp",
+        description="Train a LatentWire translator (source hidden states -> soft tokens for the target).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type, str) if isinstance(f.type, str) else f.type
+            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f.metadata["help"])
+    return parser
+
+
+def parse_args(argv=None) -> TrainConfig:
+    return TrainConfig(**vars(build_parser().parse_args(argv)))

@@ -1,0 +1,89 @@
+"""Training losses: answer cross-entropy through the frozen target, teacher KL, InfoNCE anti-collapse.
+
+Decisions:
+- Gradients flow through the frozen target into the soft tokens; only the positions that predict
+  answer tokens go through the LM head (the vocabulary projection is the costliest matmul and the
+  other positions carry no loss).
+- The teacher is the same target reading the full text the bridge replaces, with the same answer
+  continuation teacher-forced after it; the gold answer is never in its prompt.
+- InfoNCE pairs each example's mean-pooled soft tokens with its own mean-pooled (normalised) source
+  states against the rest of the batch: soft tokens that collapse to one vector for every input
+  cannot pick out their own source, so this loss rises exactly when the original study's collapse
+  sets in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lw_runtime.generate import build_inputs
+
+
+def answer_logits(target, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the positions that predict a labelled token, and those labels."""
+    labels = inputs["labels"]
+    base = target.model.base_model
+    hidden = base(
+        inputs_embeds=inputs["inputs_embeds"],
+        attention_mask=inputs["attention_mask"],
+        position_ids=inputs["position_ids"],
+        use_cache=False,
+    ).last_hidden_state
+    shifted = labels[:, 1:]
+    select = shifted != -100
+    logits = target.model.get_output_embeddings()(hidden[:, :-1][select])
+    softcap = getattr(target.model.config.get_text_config(), "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits.float(), shifted[select]
+
+
+def student_inputs(target, soft_tokens, prompts, answers):
+    return build_inputs(target, soft_tokens, prompts, len(prompts), continuations=answers, padding_side="right")
+
+
+def answer_cross_entropy(logits, labels) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+@torch.no_grad()
+def teacher_logits(target, teacher_prompts, answers) -> torch.Tensor:
+    inputs = build_inputs(target, None, teacher_prompts, len(teacher_prompts), continuations=answers, padding_side="right")
+    logits, _ = answer_logits(target, inputs)
+    return logits
+
+
+def teacher_kl(student_logits, teacher_logits_, temperature: float = 1.0) -> torch.Tensor:
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits_ / t, -1), log_target=True, reduction="batchmean"
+    ) * (t * t)
+
+
+def info_nce(soft_tokens, source_pooled, projection, temperature: float = 0.1) -> torch.Tensor:
+    """InfoNCE between pooled soft tokens and projected pooled source states (positives on the diagonal)."""
+    if soft_tokens.shape[0] < 2:
+        return soft_tokens.new_zeros(())
+    z = F.normalize(soft_tokens.float().mean(1), dim=-1)
+    s = F.normalize(projection(source_pooled.float()), dim=-1)
+    logits = z @ s.t() / temperature
+    return F.cross_entropy(logits, torch.arange(z.shape[0], device=z.device))
+
+
+def pooled_source(hidden, mask) -> torch.Tensor:
+    """Mean over real tokens of per-token RMS-normalised source states (massive activations tamed)."""
+    h = hidden.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+    m = mask.unsqueeze(-1).float()
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def mean_pairwise_cosine(soft_tokens) -> float:
+    """Collapse detector: mean cosine between different inputs' pooled soft tokens (1.0 = collapsed)."""
+    z = F.normalize(soft_tokens.float().flatten(1), dim=-1)
+    n = z.shape[0]
+    if n < 2:
+        return float("nan")
+    sim = z @ z.t()
+    return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
