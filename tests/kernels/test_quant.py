@@ -1,0 +1,188 @@
+"""Group-wise INT8/6/4 quantization: bit-exact packing vs the reference packer, error bounds, fused receiver, STE."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lw_kernels
+from lw_kernels import reference as ref
+
+triton = pytest.importorskip("triton")
+from lw_kernels import quant  # noqa: E402
+
+BITS = [4, 6, 8]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _values(shape, dtype, device):
+    """Random rows with a spread of group magnitudes, one all-zero group, and exact ties at x/scale = k + 0.5."""
+    x = torch.randn(shape, device=device) * torch.exp(torch.randn(*shape[:-1], 1, device=device))
+    x = x.to(dtype)
+    flat = x.reshape(-1, shape[-1])
+    flat[0, :32] = 0
+    return x
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,group_size", [((7, 640), 32), ((3, 5, 576), 64), ((2, 96), 16)])
+def test_packed_bytes_and_scales_bit_exact(shape, group_size, dtype, bits, device):
+    x = _values(shape, dtype, device)
+    packed, scales = quant.quantize_triton(x, bits, group_size)
+    want_packed, want_scales = ref.quantize_ref(x.cpu(), bits, group_size)
+    assert packed.dtype == torch.uint8 and scales.dtype == torch.float16
+    assert packed.shape == (*shape[:-1], ref.packed_row_bytes(shape[-1], bits))
+    assert scales.shape == (*shape[:-1], shape[-1] // group_size)
+    assert torch.equal(packed.cpu(), want_packed)
+    assert torch.equal(scales.cpu(), want_scales)
+
+
+def test_large_row_bit_exact_int6(device):
+    x = _values((2, 4096), torch.bfloat16, device)
+    packed, scales = quant.quantize_triton(x, 6)
+    want_packed, want_scales = ref.quantize_ref(x.cpu(), 6)
+    assert torch.equal(packed.cpu(), want_packed) and torch.equal(scales.cpu(), want_scales)
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_roundtrip_error_within_half_scale(bits, device):
+    x = _values((9, 640), torch.float32, device)
+    packed, scales = quant.quantize_triton(x, bits)
+    y = quant.dequantize_triton(packed, scales, bits, dtype=torch.float32)
+    half = scales.float().repeat_interleave(32, dim=-1) / 2
+    err = (y - x).abs()
+    assert (err <= half * (1 + 1e-6)).all(), (err - half).max()
+    # The bound is tight enough to mean something: the error is not identically tiny.
+    assert err.max() > 0.1 * half.max()
+    assert torch.equal(y.cpu(), ref.dequantize_ref(packed.cpu(), scales.cpu(), bits))
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("out_dtype", DTYPES)
+def test_dequantize_matches_reference(bits, out_dtype, device):
+    x = _values((5, 3, 192), torch.float32, device)
+    packed, scales = ref.quantize_ref(x.cpu(), bits, 32)
+    y = quant.dequantize_triton(packed.to(device), scales.to(device), bits, 32, dtype=out_dtype)
+    want = ref.dequantize_ref(packed, scales, bits, 32, dtype=torch.float32)
+    assert y.dtype == out_dtype and y.shape == x.shape
+    if out_dtype == torch.float32:
+        assert torch.equal(y.cpu(), want)
+    else:  # one rounding (the interpreter truncates fp32 -> bf16: up to one ulp)
+        ulp = torch.finfo(out_dtype).eps
+        assert ((y.cpu().float() - want).abs() <= want.abs() * ulp + 1e-7).all()
+
+
+def test_zero_group_gets_zero_scale_and_offset_codes(device):
+    x = _values((3, 64), torch.float32, device)
+    packed, scales = quant.quantize_triton(x, 4)
+    assert scales[0, 0] == 0 and (scales[0, 1:] > 0).all()
+    assert (packed[0, :16] == 0x88).all()  # codes 8 | 8 << 4: q = 0 at offset 8
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dequantize_rms_match_fused(bits, dtype, device, rel_rms):
+    x = _values((64, 576), torch.float32, device)
+    packed, scales = quant.quantize_triton(x, bits)
+    out = quant.dequantize_rms_match_triton(packed, scales, bits, target_rms=0.03, dtype=dtype)
+    want = ref.dequantize_rms_match_ref(packed.cpu(), scales.cpu(), bits, target_rms=0.03)
+    assert out.dtype == dtype
+    assert rel_rms(out.cpu(), want) < (1e-6 if dtype == torch.float32 else 8e-3)
+    rms = out.float().pow(2).mean(-1).sqrt()  # eps=1e-6 under mean(y^2) moves it by <1e-3 here
+    torch.testing.assert_close(rms, torch.full_like(rms, 0.03), rtol=1e-2 if dtype != torch.float32 else 1e-3, atol=0)
+
+
+def test_dequantize_rms_match_per_row_target(device, rel_rms):
+    x = _values((2, 3, 4096), torch.float32, device)
+    t = torch.rand(2, 3, device=device) + 0.5
+    packed, scales = quant.quantize_triton(x, 6)
+    out = quant.dequantize_rms_match_triton(packed, scales, 6, target_rms=t)
+    want = ref.dequantize_rms_match_ref(packed.cpu(), scales.cpu(), 6, target_rms=t.cpu().unsqueeze(-1))
+    assert rel_rms(out.cpu(), want) < 1e-6
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_fake_quant_forward_is_roundtrip_and_gradient_is_identity(bits, device):
+    x = _values((6, 640), torch.float32, device)
+    assert torch.equal(quant.fake_quant_triton(x, bits).cpu(), ref.fake_quant_ref(x.cpu(), bits))
+    xb = x.bfloat16()
+    got, want = quant.fake_quant_triton(xb, bits).cpu().float(), ref.fake_quant_ref(xb.cpu().float(), bits)
+    assert ((got - want).abs() <= want.abs() * torch.finfo(torch.bfloat16).eps).all()  # one bf16 rounding
+    xr = x.float().requires_grad_()
+    y = lw_kernels.fake_quant(xr, bits)
+    packed, scales = lw_kernels.quantize(xr.detach(), bits)
+    assert torch.equal(y.detach(), lw_kernels.dequantize(packed, scales, bits))
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.equal(xr.grad, g)
+
+
+def test_non_contiguous_input(device):
+    x = _values((4, 2 * 128), torch.float32, device).t().contiguous().t()[:, :128]
+    assert not x.is_contiguous()
+    packed, scales = quant.quantize_triton(x, 4)
+    want_packed, want_scales = ref.quantize_ref(x.cpu().contiguous(), 4)
+    assert torch.equal(packed.cpu(), want_packed) and torch.equal(scales.cpu(), want_scales)
+
+
+@given(
+    bits=st.sampled_from(BITS),
+    group_size=st.sampled_from([4, 8, 32, 64]),
+    n_groups=st.integers(1, 6),
+    rows=st.integers(1, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_reference_packer_roundtrips_any_codes(bits, group_size, n_groups, rows, seed):
+    gen = torch.Generator().manual_seed(seed)
+    dim = group_size * n_groups
+    codes = torch.randint(0, 2**bits, (rows, dim), generator=gen, dtype=torch.int32)
+    packed = ref.pack_codes_ref(codes, bits, group_size)
+    assert packed.shape[-1] == dim * bits // 8
+    assert torch.equal(ref.unpack_codes_ref(packed, bits, group_size, dim), codes)
+
+
+def test_int6_plane_layout_is_documented_one():
+    codes = torch.arange(64, dtype=torch.int32).reshape(1, 64)[:, :32] * 2 + 1  # 1, 3, ..., 63
+    packed = ref.pack_codes_ref(codes, 6, 32)[0]
+    assert packed[0] == (1 & 15) | ((3 & 15) << 4)  # nibble plane first
+    assert packed[16] == (1 >> 4) | ((3 >> 4) << 2) | ((5 >> 4) << 4) | ((7 >> 4) << 6)  # then crumbs
+    assert packed[23] == (57 >> 4) | ((59 >> 4) << 2) | ((61 >> 4) << 4) | ((63 >> 4) << 6)
+
+
+def test_packed_row_bytes():
+    assert lw_kernels.packed_row_bytes(4096, 8) == 4096
+    assert lw_kernels.packed_row_bytes(4096, 6) == 3072
+    assert lw_kernels.packed_row_bytes(4096, 4) == 2048
+    with pytest.raises(ValueError):
+        lw_kernels.packed_row_bytes(4096, 5)
+
+
+@pytest.mark.parametrize("fn", [lw_kernels.quantize, quant.quantize_triton, lw_kernels.fake_quant])
+def test_bad_inputs_raise(fn, device):
+    x = torch.randn(2, 100, device=device)
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        fn(x, 4, 32)
+    with pytest.raises(ValueError, match="bits"):
+        fn(torch.randn(2, 64, device=device), 5, 32)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        fn(torch.randn(2, 60, device=device), 6, 6)
+
+
+def test_dequantize_rejects_wrong_packed_width(device):
+    packed, scales = lw_kernels.quantize(torch.randn(2, 64), 4)
+    with pytest.raises(ValueError, match="bytes"):
+        lw_kernels.dequantize(packed, scales, 6)
+    with pytest.raises(ValueError, match="bytes"):
+        quant.dequantize_triton(packed.to(device), scales.to(device), 8)
+
+
+def test_cpu_dispatch_public_api_roundtrip():
+    x = torch.randn(2, 3, 128)
+    for bits in BITS:
+        packed, scales = lw_kernels.quantize(x, bits)
+        assert torch.equal(packed, ref.quantize_ref(x, bits)[0])
+        y = lw_kernels.dequantize(packed, scales, bits, dtype=torch.bfloat16)
+        assert y.dtype == torch.bfloat16 and y.shape == x.shape
+        z = lw_kernels.dequantize_rms_match(packed, scales, bits, target_rms=2.0)
+        torch.testing.assert_close(z.pow(2).mean(-1).sqrt(), torch.full((2, 3), 2.0), rtol=1e-5, atol=0)
