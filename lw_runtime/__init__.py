@@ -1,15 +1,57 @@
 """LatentWire runtime: models, translator, protocols and generation.
 
 Sender: ``load_model`` (source) -> ``encode_source`` -> ``BottleneckedGatedTranslator`` -> soft
-tokens. Receiver: ``generate`` feeds soft tokens (and optional text) to the frozen target.
+tokens. Wire: ``encode`` / ``decode`` pack soft tokens (or bottleneck latents) into checked packets
+(docs/wire.md). Receiver: ``generate`` feeds soft tokens (and optional text) to the frozen target.
 """
 
 from .generate import SoftTokenError, generate
+from .packets import Decoder, decode, encode, encode_soft_tokens
 from .models import EMBEDDED_SOURCE, EMBEDDED_TARGET, LoadedModel, ModelLoadError, load_model
 from .source import EmptyTextError, encode_source
 from .translator import BottleneckedGatedTranslator, TranslatorConfig, TranslatorMismatchError
+from .wire import (
+    BadMagicError,
+    ChecksumError,
+    ChunkError,
+    FingerprintMismatchError,
+    HeaderFieldError,
+    NegativeScaleError,
+    NonFiniteScaleError,
+    NonFiniteValueError,
+    PacketTooLargeError,
+    ShapeError,
+    TrailingBytesError,
+    TranslatorRequiredError,
+    TruncatedPacketError,
+    UnsupportedVersionError,
+    WireFormatError,
+    message_bytes,
+    translator_fingerprint,
+)
 
 __all__ = [
+    "BadMagicError",
+    "ChecksumError",
+    "ChunkError",
+    "Decoder",
+    "FingerprintMismatchError",
+    "HeaderFieldError",
+    "NegativeScaleError",
+    "NonFiniteScaleError",
+    "NonFiniteValueError",
+    "PacketTooLargeError",
+    "ShapeError",
+    "TrailingBytesError",
+    "TranslatorRequiredError",
+    "TruncatedPacketError",
+    "UnsupportedVersionError",
+    "WireFormatError",
+    "decode",
+    "encode",
+    "encode_soft_tokens",
+    "message_bytes",
+    "translator_fingerprint",
     "EMBEDDED_SOURCE",
     "EMBEDDED_TARGET",
     "BottleneckedGatedTranslator",

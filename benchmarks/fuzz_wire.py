@@ -1,0 +1,198 @@
+"""Fuzz the LatentWire packet decoder: random mutations of valid packets for N seconds.
+
+Every decode must either return finite soft tokens of the message's shape or raise a
+WireFormatError subclass. The harness counts outcomes per error type and exits 1 if any other
+exception (or a malformed output) appeared, printing the first few with the mutation that caused
+them. Peak RSS is reported to show the receiver's cap (``--max-bytes``) holds.
+
+Mutations: bit flips, byte overwrites (raw or resealed with a correct CRC), truncation, appended
+bytes, header fields set to extreme or random values and resealed (so they pass the CRC and reach
+the field checks), NaN/Inf/negative scales resealed, spliced packets, and chunk lists shuffled,
+dropped or repeated.
+
+    python benchmarks/fuzz_wire.py --seconds 60 [--seed 0] [--out results/fuzz_wire.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import platform
+import random
+import resource
+import struct
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+
+from lw_runtime.packets import Decoder, decode, encode_soft_tokens
+from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
+from lw_runtime.wire import CRC_SIZE, HEADER_FIELDS, HEADER_SIZE, WireFormatError, parse_packet, seal_body, translator_fingerprint
+
+EXTREMES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 255, 256, 2**15, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 1]
+
+
+def build_corpus(seed: int):
+    torch.manual_seed(seed)
+    cfg = TranslatorConfig(source_dim=40, target_dim=64, num_soft_tokens=8, depth=1, num_heads=4, bottleneck_dim=32, dropout=0.0)
+    translator = BottleneckedGatedTranslator(cfg).eval()
+    fingerprint = translator_fingerprint(translator)
+    corpus = []
+    g = torch.Generator().manual_seed(seed)
+    for bits in (4, 6, 8, 16):
+        for chunk in (None, 1, 3):
+            for bottleneck in (False, True):
+                for dtype in (torch.float32, torch.bfloat16):
+                    dim = 32 if bottleneck else 64
+                    x = (torch.randn(2, 8, dim, generator=g) * 3).to(dtype)
+                    corpus.append(encode_soft_tokens(x, fingerprint, bits, 16, chunk_tokens=chunk, bottleneck=bottleneck))
+    return translator, corpus
+
+
+def reseal(p: bytearray) -> bytearray:
+    return bytearray(seal_body(p[:-CRC_SIZE])) if len(p) >= CRC_SIZE else p
+
+
+def mutate(rng: random.Random, packets: list[bytes], corpus) -> tuple[str, list[bytes]]:
+    packets = list(packets)
+    i = rng.randrange(len(packets))
+    p = bytearray(packets[i])
+    kind = rng.choice(["flip", "flip_header", "overwrite", "overwrite_resealed", "truncate", "extend",
+                       "field", "field_random", "scale", "splice", "chunks"])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 8)):
+            p[rng.randrange(len(p))] ^= 1 << rng.randrange(8)
+    elif kind == "flip_header":
+        p[rng.randrange(HEADER_SIZE)] ^= 1 << rng.randrange(8)
+    elif kind in ("overwrite", "overwrite_resealed"):
+        pos = rng.randrange(len(p))
+        n = rng.randint(1, 32)
+        p[pos : pos + n] = rng.randbytes(n)
+        if kind == "overwrite_resealed":
+            p = reseal(p)
+    elif kind == "truncate":
+        p = p[: rng.randrange(len(p))]
+    elif kind == "extend":
+        p += rng.randbytes(rng.randint(1, 128))
+    elif kind in ("field", "field_random"):
+        for _ in range(rng.randint(1, 3)):
+            name = rng.choice([n for n in HEADER_FIELDS if n != "magic"])
+            offset, code = HEADER_FIELDS[name]
+            size = struct.calcsize("<" + code)
+            if kind == "field" and code not in ("8s", "12s"):
+                value = rng.choice([v for v in EXTREMES if v < 256**size])
+                p[offset : offset + size] = value.to_bytes(size, "little")
+            else:
+                p[offset : offset + size] = rng.randbytes(size)
+        p = reseal(p)
+    elif kind == "scale":
+        h, _ = parse_packet(bytes(p))
+        if h.bits == 16:
+            at = HEADER_SIZE + 2 * rng.randrange(h.payload_len // 2)
+        else:
+            scales_at = HEADER_SIZE + h.batch * h.chunk_count * h.dim * h.bits // 8
+            at = scales_at + 2 * rng.randrange((h.payload_len - (scales_at - HEADER_SIZE)) // 2)
+        value = rng.choice([float("nan"), float("inf"), float("-inf"), -1.0, -0.0, 65504.0, 0.0, 6e-8])
+        p[at : at + 2] = struct.pack("<e", value)
+        p = reseal(p)
+    elif kind == "splice":
+        other = rng.choice(rng.choice(corpus))
+        cut = rng.randrange(len(p))
+        p = reseal(p[:cut] + bytearray(other[rng.randrange(len(other)) :]))
+    packets[i] = bytes(p)
+    if kind == "chunks":
+        packets = [rng.choice(packets) for _ in range(rng.randint(0, len(packets) + 2))]
+        if rng.random() < 0.3:
+            packets += rng.choice(corpus)
+    return kind, packets
+
+
+def run_once(rng, packets, translator, max_bytes):
+    """Decode whole or streaming; returns None when the outcome is acceptable, else a description."""
+    streaming = rng.random() < 0.5
+    if streaming:
+        decoder = Decoder(translator=translator if rng.random() < 0.8 else None, max_bytes=max_bytes)
+        for p in packets:
+            chunk = decoder.feed(p)
+            if chunk.dim() != 3 or not torch.isfinite(chunk).all():
+                return f"malformed chunk {tuple(chunk.shape)}"
+        out = decoder.result()
+    else:
+        out = decode(packets, translator=translator, max_bytes=max_bytes)
+    if out.dim() != 3 or out.shape[-1] != 64 or not torch.isfinite(out).all():
+        return f"malformed output {tuple(out.shape)}"
+    return None
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-bytes", type=int, default=1 << 20, help="receiver cap during fuzzing")
+    ap.add_argument("--out", default=None, help="write the counts as JSON here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    translator, corpus = build_corpus(args.seed)
+    for packets in corpus:  # sanity: the unmutated corpus decodes
+        decode(packets, translator=translator)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rng = random.Random(args.seed)
+    outcomes: collections.Counter = collections.Counter()
+    by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    failures = []
+    start = time.perf_counter()
+    iterations = 0
+    while time.perf_counter() - start < args.seconds:
+        kind, packets = mutate(rng, rng.choice(corpus), corpus)
+        iterations += 1
+        try:
+            problem = run_once(rng, packets, translator, args.max_bytes)
+            outcome = "decoded" if problem is None else "MALFORMED_OUTPUT"
+            if problem is not None:
+                failures.append((kind, problem, [p[:HEADER_SIZE].hex() for p in packets]))
+        except WireFormatError as exc:
+            outcome = type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - the point of a fuzzer: anything else is a bug
+            outcome = f"CRASH:{type(exc).__name__}"
+            failures.append((kind, traceback.format_exc(), [p[:HEADER_SIZE].hex() for p in packets]))
+        outcomes[outcome] += 1
+        by_kind[kind][outcome] += 1
+    elapsed = time.perf_counter() - start
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{iterations} mutated inputs in {elapsed:.1f} s ({iterations / elapsed:.0f}/s), seed {args.seed}, cap {args.max_bytes} bytes")
+    for name, count in outcomes.most_common():
+        print(f"  {name:28s} {count:8d}")
+    print("by mutation:")
+    for kind in sorted(by_kind):
+        print(f"  {kind:20s} " + ", ".join(f"{n}={c}" for n, c in by_kind[kind].most_common()))
+    print(f"peak RSS {rss_peak / 1024:.0f} MiB (after setup {rss_start / 1024:.0f} MiB)")
+    for kind, detail, headers in failures[:5]:
+        print(f"--- failure after mutation {kind!r}:\n{detail}\nheaders: {headers}", file=sys.stderr)
+    print("RESULT:", "FAIL" if failures else "PASS", f"({len(failures)} non-WireFormatError outcomes)")
+    if args.out:
+        record = dict(
+            command=" ".join(sys.argv), date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            commit=git_commit(), host=platform.node(), python=platform.python_version(), torch=torch.__version__,
+            seconds=elapsed, iterations=iterations, outcomes=dict(outcomes),
+            by_mutation={k: dict(v) for k, v in by_kind.items()}, failures=len(failures),
+            peak_rss_mib=rss_peak / 1024,
+        )
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=2)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""The LatentWire packet format: header, payload packing, CRC32C, fingerprints and the errors a receiver raises.
+
+A packet is ``header (64 bytes) || payload || CRC32C(header || payload) (4 bytes)``, all
+little-endian; docs/wire.md is the specification and this module its reference implementation.
+
+Decisions:
+- A fixed 64-byte v1 header: every field at a fixed offset, reserved bytes must be zero, so any
+  receiver can check a packet before touching its payload. A later version may grow the header
+  (``header_len``); a v1 receiver rejects every version but 1.
+- Checks run cheapest-and-framing first: magic, version, declared sizes against the cap and
+  against the bytes actually there (nothing is allocated from a declared size before that),
+  then the CRC, then the meaning of every field. So a flipped bit is reported as a checksum error
+  unless it landed in the framing fields (magic, version, header length, payload length), which are
+  reported by name.
+- CRC32C (Castagnoli), not zlib's CRC-32: it is what storage and network stacks use (iSCSI, ext4,
+  gRPC) and has hardware instructions. No new dependency: a 256-entry table in Python for short
+  inputs, and for long ones the same table run over thousands of lanes at once in numpy, the lane
+  CRCs joined with precomputed "append n zero bytes" operators (CRC linearity, as zlib's
+  crc32_combine).
+- The payload is the lw_kernels layout verbatim (packed codes of every row, then every row's fp16
+  scales), or raw fp16/bf16 values at 16 bits: no re-packing between the kernels and the wire.
+- A message is ``batch x num_tokens x dim``; a packet carries tokens ``[chunk_start, chunk_start +
+  chunk_count)`` of every row, so each chunk decodes on its own, on arrival.
+- The fingerprint names the translator (config + weights) and through its config the target:
+  a packet made for another pair is rejected instead of decoded into plausible garbage.
+Left out: compression beyond quantization, encryption/authentication (the CRC detects accidents,
+not attackers), big-endian hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+import weakref
+from dataclasses import asdict, dataclass, is_dataclass
+
+import numpy as np
+import torch
+
+from lw_kernels import SUPPORTED_BITS, packed_row_bytes
+
+MAGIC = b"LWIR"
+VERSION = 1
+HEADER_SIZE = 64
+CRC_SIZE = 4
+FINGERPRINT_SIZE = 8
+FLAG_BOTTLENECK = 0x0001
+KNOWN_FLAGS = FLAG_BOTTLENECK
+WIRE_BITS = (*SUPPORTED_BITS, 16)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+# Header layout, little-endian; offsets are listed in docs/wire.md.
+_HEADER = struct.Struct("<4sBBHHHBBHIIIIII8sI12s")
+assert _HEADER.size == HEADER_SIZE
+# name -> (offset, struct code) of every header field, for tools that inspect or rewrite packets.
+HEADER_FIELDS = {
+    "magic": (0, "4s"), "version": (4, "B"), "bits": (5, "B"), "header_len": (6, "H"), "flags": (8, "H"),
+    "group_size": (10, "H"), "raw_dtype": (12, "B"), "out_dtype": (13, "B"), "reserved_14": (14, "H"),
+    "batch": (16, "I"), "num_tokens": (20, "I"), "dim": (24, "I"), "chunk_start": (28, "I"),
+    "chunk_count": (32, "I"), "message_id": (36, "I"), "fingerprint": (40, "8s"), "payload_len": (48, "I"),
+    "reserved_52": (52, "12s"),
+}
+
+# dtype codes. RAW: element format of a 16-bit payload; OUT: the dtype the sender's tensor had,
+# which the receiver decodes into unless told otherwise.
+RAW_DTYPES = {1: torch.float16, 2: torch.bfloat16}
+OUT_DTYPES = {0: torch.float32, 1: torch.float16, 2: torch.bfloat16}
+OUT_DTYPE_CODES = {v: k for k, v in OUT_DTYPES.items()}
+RAW_DTYPE_CODES = {v: k for k, v in RAW_DTYPES.items()}
+
+
+# ----------------------------------------------------------------------------- errors
+class WireFormatError(ValueError):
+    """Base of every error a malformed, corrupted or mismatched packet raises."""
+
+
+class TruncatedPacketError(WireFormatError):
+    """Fewer bytes than the header (or the sizes it declares) say the packet holds."""
+
+
+class TrailingBytesError(WireFormatError):
+    """More bytes than the header declares: two packets glued together, or garbage after one."""
+
+
+class BadMagicError(WireFormatError):
+    """The packet does not start with b'LWIR': not a LatentWire packet."""
+
+
+class UnsupportedVersionError(WireFormatError):
+    """A format version this receiver does not read."""
+
+
+class HeaderFieldError(WireFormatError):
+    """A header field with a value the format does not allow (bits, dtype code, flags, reserved bytes)."""
+
+
+class ShapeError(WireFormatError):
+    """Shape fields that are zero, inconsistent with each other or with the payload length, or with the translator."""
+
+
+class PacketTooLargeError(WireFormatError):
+    """Declared payload or decoded message size over the receiver's cap (``max_bytes``)."""
+
+
+class ChecksumError(WireFormatError):
+    """The CRC32C of header + payload does not match the trailer: the packet was corrupted."""
+
+
+class NonFiniteScaleError(WireFormatError):
+    """A quantization scale that is NaN or Inf."""
+
+
+class NegativeScaleError(WireFormatError):
+    """A quantization scale below zero (senders only write absmax / qmax >= 0)."""
+
+
+class NonFiniteValueError(WireFormatError):
+    """A NaN or Inf value in a 16-bit payload (or in the tensor handed to the sender)."""
+
+
+class FingerprintMismatchError(WireFormatError):
+    """The packet was made for another translator / target pair."""
+
+
+class ChunkError(WireFormatError):
+    """Chunks that do not fit together: another message, overlapping tokens, or tokens missing at the end."""
+
+
+class TranslatorRequiredError(WireFormatError):
+    """A packet of bottleneck latents reached a receiver that has no translator to project them."""
+
+
+# ----------------------------------------------------------------------------- CRC32C
+_POLY = 0x82F63B78  # Castagnoli, reflected
+
+
+def _make_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        c = byte
+        for _ in range(8):
+            c = (c >> 1) ^ (_POLY if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+_TABLE = _make_table()
+_TABLE_NP = np.array(_TABLE, dtype=np.uint32)
+_LANE_THRESHOLD = 4096
+
+
+def _crc_register_py(register: int, data) -> int:
+    """The CRC register after feeding `data` (no pre/post inversion)."""
+    table = _TABLE
+    for byte in data:
+        register = table[(register ^ byte) & 0xFF] ^ (register >> 8)
+    return register
+
+
+class _ZeroShift:
+    """The linear map 'feed n zero bytes to the register', as 4 byte-indexed tables of 256 entries."""
+
+    def __init__(self, basis: np.ndarray):  # basis[i] = image of the register 1 << i
+        bits = (np.arange(256, dtype=np.uint32)[:, None] >> np.arange(8, dtype=np.uint32)) & 1
+        self.tables = np.stack(
+            [np.bitwise_xor.reduce(np.where(bits == 1, basis[8 * k : 8 * k + 8], 0), axis=1) for k in range(4)]
+        ).astype(np.uint32)
+        self.basis = basis
+
+    def __call__(self, register):
+        r = np.asarray(register, dtype=np.uint32)
+        t = self.tables
+        return t[0][r & 0xFF] ^ t[1][(r >> 8) & 0xFF] ^ t[2][(r >> 16) & 0xFF] ^ t[3][r >> 24]
+
+    def squared(self) -> "_ZeroShift":
+        return _ZeroShift(self(self.basis))
+
+
+_SHIFTS: list[_ZeroShift] = []  # _SHIFTS[j] appends 2**j zero bytes
+
+
+def _shift_pow2(j: int) -> _ZeroShift:
+    if not _SHIFTS:
+        one = np.array([_crc_register_py(1 << i, b"\0") for i in range(32)], dtype=np.uint32)
+        _SHIFTS.append(_ZeroShift(one))
+    while len(_SHIFTS) <= j:
+        _SHIFTS.append(_SHIFTS[-1].squared())
+    return _SHIFTS[j]
+
+
+def _shift(register: int, num_bytes: int) -> int:
+    j = 0
+    while num_bytes:
+        if num_bytes & 1:
+            register = int(_shift_pow2(j)(register))
+        num_bytes >>= 1
+        j += 1
+    return register
+
+
+def _crc_register_lanes(data) -> int:
+    """Register (initial value 0) after `data`, computed over many lanes in parallel.
+
+    Leading zero bytes leave a zero register at zero, so the data is left-padded to whole lanes;
+    lane registers are then joined pairwise: reg(A || B) = shift_|B|(reg(A)) ^ reg(B).
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    lane_log2 = min(12, max(6, (len(buf).bit_length() // 2)))
+    lane = 1 << lane_log2
+    pad = (-len(buf)) % lane
+    if pad:
+        buf = np.concatenate([np.zeros(pad, dtype=np.uint8), buf])
+    columns = np.ascontiguousarray(buf.reshape(-1, lane).T)
+    reg = np.zeros(columns.shape[1], dtype=np.uint32)
+    table = _TABLE_NP
+    for column in columns:
+        reg = table[(reg ^ column) & 0xFF] ^ (reg >> 8)
+    level = lane_log2
+    while len(reg) > 1:
+        if len(reg) % 2:
+            reg = np.concatenate([np.zeros(1, dtype=np.uint32), reg])
+        reg = _shift_pow2(level)(reg[0::2]) ^ reg[1::2]
+        level += 1
+    return int(reg[0])
+
+
+def crc32c(data) -> int:
+    """CRC32C (Castagnoli) of a bytes-like object; crc32c(b"123456789") == 0xE3069283."""
+    data = memoryview(data).cast("B")
+    if len(data) < _LANE_THRESHOLD:
+        return _crc_register_py(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    return _shift(0xFFFFFFFF, len(data)) ^ _crc_register_lanes(data) ^ 0xFFFFFFFF
+
+
+def crc32c_reference(data) -> int:
+    """Byte-at-a-time CRC32C, for tests of the lane version."""
+    return _crc_register_py(0xFFFFFFFF, memoryview(data).cast("B")) ^ 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------- fingerprints
+_FINGERPRINT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def translator_fingerprint(translator) -> bytes:
+    """First 8 bytes of sha256(b"LWIR-fingerprint-v1\\0" || config JSON || every state-dict tensor).
+
+    The config JSON (sorted keys, compact separators) carries the target's name, width and RMS; the
+    tensors are hashed in name order as ``name \\0 dtype \\0 shape \\0 raw bytes``. Cached per
+    translator until any of its tensors changes (torch bumps a tensor's version on every in-place
+    write, which is how optimizers and load_state_dict update weights).
+    """
+    config = translator.config
+    config_json = json.dumps(asdict(config) if is_dataclass(config) else dict(vars(config)), sort_keys=True, separators=(",", ":"))
+    state = translator.state_dict()
+    key = (config_json, tuple((n, t._version, t.data_ptr()) for n, t in state.items()))
+    cached = _FINGERPRINT_CACHE.get(translator)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    h = hashlib.sha256(b"LWIR-fingerprint-v1\0")
+    h.update(config_json.encode())
+    for name in sorted(state):
+        t = state[name].detach()
+        h.update(f"\0{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    digest = h.digest()[:FINGERPRINT_SIZE]
+    _FINGERPRINT_CACHE[translator] = (key, digest)
+    return digest
+
+
+# ----------------------------------------------------------------------------- header
+@dataclass(frozen=True)
+class PacketHeader:
+    bits: int  # 4, 6, 8 (lw_kernels packing) or 16 (raw values, no scales)
+    group_size: int  # values per scale; 0 at 16 bits
+    raw_dtype: int  # 16 bits: RAW_DTYPES code; otherwise 0
+    out_dtype: int  # OUT_DTYPES code: the dtype to decode into by default
+    flags: int
+    batch: int
+    num_tokens: int  # K of the whole message
+    dim: int
+    chunk_start: int
+    chunk_count: int
+    message_id: int
+    fingerprint: bytes
+    payload_len: int
+    version: int = VERSION
+    header_len: int = HEADER_SIZE
+
+    @property
+    def bottleneck(self) -> bool:
+        return bool(self.flags & FLAG_BOTTLENECK)
+
+    def message_key(self) -> tuple:
+        """Fields every chunk of one message shares."""
+        return (self.message_id, self.bits, self.group_size, self.raw_dtype, self.out_dtype, self.flags,
+                self.batch, self.num_tokens, self.dim, self.fingerprint)
+
+    def pack(self) -> bytes:
+        return _HEADER.pack(MAGIC, self.version, self.bits, self.header_len, self.flags, self.group_size,
+                            self.raw_dtype, self.out_dtype, 0, self.batch, self.num_tokens, self.dim,
+                            self.chunk_start, self.chunk_count, self.message_id, self.fingerprint,
+                            self.payload_len, bytes(12))
+
+
+def payload_bytes(batch: int, tokens: int, dim: int, bits: int, group_size: int = 32) -> int:
+    """Payload bytes for `tokens` soft tokens of `batch` rows: packed codes + fp16 scales, or raw 16-bit values."""
+    rows = batch * tokens
+    if bits == 16:
+        return rows * dim * 2
+    return rows * (packed_row_bytes(dim, bits) + 2 * (dim // group_size))
+
+
+def message_bytes(batch: int, num_tokens: int, dim: int, bits: int, group_size: int = 32, chunk_tokens: int | None = None) -> int:
+    """Bytes on the wire for one message, headers and CRCs of all its chunks included."""
+    step = num_tokens if chunk_tokens is None else chunk_tokens
+    total = 0
+    for start in range(0, num_tokens, step):
+        count = min(step, num_tokens - start)
+        total += HEADER_SIZE + payload_bytes(batch, count, dim, bits, group_size) + CRC_SIZE
+    return total
+
+
+def seal(header: PacketHeader, payload: bytes) -> bytes:
+    """header || payload || CRC32C(header || payload)."""
+    return seal_body(header.pack() + payload)
+
+
+def seal_body(body) -> bytes:
+    """Append the CRC32C trailer to header || payload bytes (also how tests forge well-sealed bad packets)."""
+    body = bytes(body)
+    return body + crc32c(body).to_bytes(CRC_SIZE, "little")
+
+
+def _check_group(dim: int, bits: int, group_size: int) -> None:
+    if group_size <= 0 or dim % group_size:
+        raise ShapeError(f"dim {dim} is not a positive multiple of group_size {group_size}")
+    if bits == 4 and group_size % 2:
+        raise ShapeError(f"INT4 needs an even group_size, got {group_size}")
+    if bits == 6 and group_size % 4:
+        raise ShapeError(f"INT6 needs a group_size divisible by 4, got {group_size}")
+
+
+def parse_packet(packet, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[PacketHeader, memoryview]:
+    """Check a packet's framing, CRC and every header field; return the header and a view of its payload.
+
+    Allocates nothing from declared sizes: they are compared with ``max_bytes`` and with the
+    packet's real length first. ``max_bytes`` caps the payload and the decoded message (fp32).
+    """
+    if not isinstance(packet, (bytes, bytearray, memoryview)):
+        raise WireFormatError(f"a packet is bytes, got {type(packet).__name__}")
+    data = memoryview(packet).cast("B") if isinstance(packet, memoryview) else memoryview(packet)
+    n = len(data)
+    if bytes(data[:4]) != MAGIC[: min(n, 4)]:
+        raise BadMagicError(f"packet starts with {bytes(data[:4])!r}, not {MAGIC!r}: not a LatentWire packet")
+    if n < 5:
+        raise TruncatedPacketError(f"packet of {n} bytes ends inside the header")
+    if data[4] != VERSION:
+        raise UnsupportedVersionError(f"packet is wire format version {data[4]}; this receiver reads version {VERSION}")
+    if n < HEADER_SIZE + CRC_SIZE:
+        raise TruncatedPacketError(f"packet of {n} bytes is shorter than a header and CRC ({HEADER_SIZE + CRC_SIZE})")
+    (_, version, bits, header_len, flags, group_size, raw_dtype, out_dtype, reserved16, batch, num_tokens, dim,
+     chunk_start, chunk_count, message_id, fingerprint, payload_len, reserved) = _HEADER.unpack(data[:HEADER_SIZE])
+    if header_len != HEADER_SIZE:
+        raise HeaderFieldError(f"header length {header_len}; version {VERSION} headers are {HEADER_SIZE} bytes")
+    if payload_len > max_bytes:
+        raise PacketTooLargeError(f"declared payload of {payload_len} bytes is over the cap of {max_bytes} bytes")
+    expected = HEADER_SIZE + payload_len + CRC_SIZE
+    if n < expected:
+        raise TruncatedPacketError(f"packet has {n} bytes; its header declares {expected} (payload {payload_len})")
+    if n > expected:
+        raise TrailingBytesError(f"packet has {n} bytes; its header declares {expected}: {n - expected} extra bytes")
+    stored = int.from_bytes(data[-CRC_SIZE:], "little")
+    computed = crc32c(data[:-CRC_SIZE])
+    if stored != computed:
+        raise ChecksumError(f"CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x}): the packet was corrupted")
+    header = PacketHeader(bits, group_size, raw_dtype, out_dtype, flags, batch, num_tokens, dim, chunk_start,
+                          chunk_count, message_id, fingerprint, payload_len, version, header_len)
+    validate_header(header, max_bytes, reserved16 == 0 and reserved == bytes(12))
+    return header, data[HEADER_SIZE:-CRC_SIZE]
+
+
+def validate_header(h: PacketHeader, max_bytes: int = DEFAULT_MAX_BYTES, reserved_zero: bool = True) -> None:
+    if not reserved_zero:
+        raise HeaderFieldError("reserved header bytes are not zero")
+    if h.flags & ~KNOWN_FLAGS:
+        raise HeaderFieldError(f"unknown flags {h.flags & ~KNOWN_FLAGS:#06x}")
+    if h.bits not in WIRE_BITS:
+        raise HeaderFieldError(f"bit width {h.bits}; the format has {WIRE_BITS}")
+    if h.out_dtype not in OUT_DTYPES:
+        raise HeaderFieldError(f"unknown output dtype code {h.out_dtype}")
+    if h.bits == 16:
+        if h.raw_dtype not in RAW_DTYPES:
+            raise HeaderFieldError(f"16-bit payload with unknown element dtype code {h.raw_dtype}")
+        if h.group_size != 0:
+            raise HeaderFieldError(f"16-bit payloads have no scales; group_size must be 0, got {h.group_size}")
+    elif h.raw_dtype != 0:
+        raise HeaderFieldError(f"{h.bits}-bit payloads are packed codes; element dtype code must be 0, got {h.raw_dtype}")
+    if min(h.batch, h.num_tokens, h.dim, h.chunk_count) < 1:
+        raise ShapeError(f"empty message: batch {h.batch}, tokens {h.num_tokens}, dim {h.dim}, chunk of {h.chunk_count}")
+    decoded = h.batch * h.num_tokens * h.dim * 4
+    if decoded > max_bytes:
+        raise PacketTooLargeError(f"message of {h.batch}x{h.num_tokens}x{h.dim} decodes to {decoded} bytes, over the cap of {max_bytes}")
+    if h.bits != 16:
+        _check_group(h.dim, h.bits, h.group_size)
+    if h.chunk_start + h.chunk_count > h.num_tokens:
+        raise ChunkError(f"chunk covers tokens [{h.chunk_start}, {h.chunk_start + h.chunk_count}) of a {h.num_tokens}-token message")
+    expected = payload_bytes(h.batch, h.chunk_count, h.dim, h.bits, h.group_size)
+    if h.payload_len != expected:
+        raise ShapeError(f"payload of {h.payload_len} bytes; {h.batch}x{h.chunk_count}x{h.dim} at {h.bits} bits needs {expected}")
+
+
+# ----------------------------------------------------------------------------- payload
+def _require_little_endian() -> None:
+    if sys.byteorder != "little":
+        raise NotImplementedError("LatentWire packets are little-endian; big-endian hosts are not supported")
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def encode_payload(values: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Quantize (or cast) once for the whole message: (codes or raw values as uint8 (B, K, row_bytes), scales or None, raw code)."""
+    _require_little_endian()
+    if bits == 16:
+        raw = torch.bfloat16 if values.dtype == torch.bfloat16 else torch.float16
+        cast = values.to(raw)
+        if not torch.isfinite(cast).all():
+            raise NonFiniteValueError("values overflow fp16 (|x| > 65504); send bf16 or quantize instead")
+        return cast.contiguous().view(torch.uint8), None, RAW_DTYPE_CODES[raw]
+    from lw_kernels import quantize
+
+    packed, scales = quantize(values, bits, group_size)
+    return packed, scales, 0
+
+
+def chunk_payload(codes: torch.Tensor, scales: torch.Tensor | None, start: int, count: int) -> bytes:
+    """Payload of tokens [start, start + count): all rows' codes, then all rows' scales."""
+    payload = _tensor_bytes(codes[:, start : start + count])
+    if scales is not None:
+        payload += _tensor_bytes(scales[:, start : start + count])
+    return payload
+
+
+def decode_payload(h: PacketHeader, payload: memoryview) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Payload -> (codes uint8 (B, c, row_bytes), fp16 scales (B, c, G)) or (raw values (B, c, D), None), on the CPU.
+
+    Scales must be finite and non-negative; 16-bit values finite.
+    """
+    _require_little_endian()
+    b, c, d = h.batch, h.chunk_count, h.dim
+    if h.bits == 16:
+        values = torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(RAW_DTYPES[h.raw_dtype]).view(b, c, d)
+        if not torch.isfinite(values).all():
+            bad = int((~torch.isfinite(values)).sum())
+            raise NonFiniteValueError(f"{bad} NaN/Inf values in a 16-bit payload")
+        return values, None
+    row = packed_row_bytes(d, h.bits)
+    split = b * c * row
+    codes = torch.frombuffer(bytearray(payload[:split]), dtype=torch.uint8).view(b, c, row)
+    scales = torch.frombuffer(bytearray(payload[split:]), dtype=torch.uint8).view(torch.float16).view(b, c, d // h.group_size)
+    if not torch.isfinite(scales).all():
+        bad = int((~torch.isfinite(scales)).sum())
+        raise NonFiniteScaleError(f"{bad} NaN/Inf quantization scales")
+    if (scales < 0).any():
+        raise NegativeScaleError(f"{int((scales < 0).sum())} negative quantization scales")
+    return codes, scales
