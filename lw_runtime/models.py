@@ -177,16 +177,17 @@ def resolve(name_or_path: str) -> str:
 
 
 def fix_tokenizer(tokenizer):
-    """Left padding and a pad token distinct from nothing: generation with batches needs both."""
+    """Left padding and a pad token (not EOS where the vocabulary has another): batches need both."""
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         vocab = tokenizer.get_vocab()
         for candidate in ("<|endoftext|>", "<pad>", "<unk>"):
-            if candidate in vocab:
+            if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
                 tokenizer.pad_token = candidate
                 break
         else:
-            tokenizer.pad_token = tokenizer.eos_token
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
@@ -213,8 +214,6 @@ def load_model(
             f"cannot load model {name_or_path!r}: not a local folder with a config.json and not "
             f"reachable on the hub from here ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         ) from exc
-    if name_or_path == EMBEDDED_TARGET and "<|endoftext|>" in tokenizer.get_vocab():
-        tokenizer.pad_token = "<|endoftext|>"  # the GGUF sets pad = <|im_end|> = eos
     fix_tokenizer(tokenizer)
     model.to(device).eval().requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name_or_path)

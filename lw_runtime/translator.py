@@ -1,9 +1,14 @@
 """BottleneckedGatedTranslator: source hidden states -> K soft tokens in the target's embedding space.
 
 Design (see docs/ARCHITECTURE.md):
-- Source states are normalised per token (RMSNorm, fp32) before anything attends to them: LLM
-  hidden states carry massive activations (SmolLM2-135M layer 15: first-token norm ~22,800 vs ~150)
-  and without it attention collapses onto that token. Then one projection into the bottleneck.
+- Source states are standardised per channel, then normalised per token (RMSNorm, fp32), before
+  anything attends to them. LLM hidden states carry massive activations (SmolLM2-135M layer 15:
+  first-token norm ~22,800 vs ~150) and without per-token normalisation attention collapses onto
+  that token. Per-token normalisation alone is not enough: a few channels are large in *every*
+  token (Gemma-3-270M layer 9: after per-token RMSNorm each token still has cosine 0.98 with the
+  mean token, so every input looks alike and a translator learned nothing in 100 steps). The
+  per-channel mean/std come from the training data (``calibrate_source``), are saved with the
+  weights, and bring that cosine down to ~0.17. Then one projection into the bottleneck.
 - K learned queries in the bottleneck dim go through ``depth`` blocks of
   RMSNorm -> self-attention -> RMSNorm -> cross-attention (key padding mask) -> RMSNorm -> SwiGLU,
   each residual branch scaled by tanh(gate), gates initialised at 0 (the translator starts as the
@@ -50,6 +55,8 @@ class TranslatorConfig:
     dropout: float = 0.1
     source_layer: int = -1
     source_norm: str = "rms"  # "rms" | "layer"
+    query_init_std: float = 1e-3
+    gate_init: float = 0.0
     rms_match: bool = True
     target_rms: float = 1.0
     source_model: str = ""
@@ -106,9 +113,9 @@ class TranslatorBlock(nn.Module):
         self.ffn_in = nn.Linear(d, 2 * hidden, bias=False)
         self.ffn_out = nn.Linear(hidden, d, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.gate_self = nn.Parameter(torch.zeros(()))
-        self.gate_cross = nn.Parameter(torch.zeros(()))
-        self.gate_ffn = nn.Parameter(torch.zeros(()))
+        self.gate_self = nn.Parameter(torch.full((), cfg.gate_init))
+        self.gate_cross = nn.Parameter(torch.full((), cfg.gate_init))
+        self.gate_ffn = nn.Parameter(torch.full((), cfg.gate_init))
 
     def _heads(self, x):  # (B, L, D) -> (B, H, L, Dh)
         b, n, _ = x.shape
@@ -136,20 +143,34 @@ class BottleneckedGatedTranslator(nn.Module):
         d = config.bottleneck_dim
         self.source_norm = RMSNorm(config.source_dim) if config.source_norm == "rms" else nn.LayerNorm(config.source_dim)
         self.source_proj = nn.Linear(config.source_dim, d, bias=False)
-        self.queries = nn.Parameter(torch.randn(config.num_soft_tokens, d) / math.sqrt(d))
+        self.queries = nn.Parameter(torch.randn(config.num_soft_tokens, d) * config.query_init_std)
         self.blocks = nn.ModuleList(TranslatorBlock(config) for _ in range(config.depth))
         self.out_norm = RMSNorm(d)
         self.out_proj = nn.Linear(d, config.target_dim, bias=False)
         self.out_ln_weight = nn.Parameter(torch.ones(config.target_dim))
         self.out_ln_bias = nn.Parameter(torch.zeros(config.target_dim))
         self.register_buffer("target_rms", torch.tensor(float(config.target_rms)), persistent=False)
+        self.register_buffer("source_mean", torch.zeros(config.source_dim))
+        self.register_buffer("source_std", torch.ones(config.source_dim))
+
+    @torch.no_grad()
+    def calibrate_source(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Set the per-channel standardisation from source states (B, T, D) of the training data."""
+        tokens = hidden[mask.bool()] if mask is not None else hidden.reshape(-1, hidden.shape[-1])
+        tokens = tokens.float()
+        if tokens.shape[0] < 2:
+            raise ValueError("calibrate_source needs at least two source tokens")
+        std = tokens.std(0)
+        self.source_mean.copy_(tokens.mean(0))
+        self.source_std.copy_(std.clamp(min=1e-3 * float(std.median()) + 1e-6))
 
     def set_target_rms(self, rms: float) -> None:
         self.config.target_rms = float(rms)
         self.target_rms.fill_(float(rms))
 
     def encode_memory(self, source_hidden: torch.Tensor) -> torch.Tensor:
-        return self.source_proj(self.source_norm(source_hidden.to(self.source_proj.weight.dtype)))
+        h = (source_hidden.float() - self.source_mean) / self.source_std
+        return self.source_proj(self.source_norm(h.to(self.source_proj.weight.dtype)))
 
     def forward(self, source_hidden: torch.Tensor, source_mask: torch.Tensor | None = None, return_bottleneck: bool = False):
         """(B, T, source_dim) source states + (B, T) bool mask -> (B, K, target_dim) soft tokens."""

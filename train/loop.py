@@ -52,17 +52,26 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
 
 
 def truncate_blocks(loaded, keep: int) -> None:
-    """Keep the first ``keep`` decoder blocks of a model (same weights, fewer layers)."""
+    """Keep the first ``keep`` decoder blocks of a model (same weights, fewer layers); returns a
+    function that puts the removed blocks back."""
     if keep <= 0:
-        return
+        return lambda: None
     decoder = loaded.model.base_model
     if keep > len(decoder.layers):
         raise ValueError(f"--target-layers {keep} exceeds the target's {len(decoder.layers)} blocks")
-    decoder.layers = nn.ModuleList(list(decoder.layers)[:keep])
     text_cfg = loaded.model.config.get_text_config()
+    saved = (decoder.layers, text_cfg.num_hidden_layers, getattr(text_cfg, "layer_types", None))
+    decoder.layers = nn.ModuleList(list(decoder.layers)[:keep])
     text_cfg.num_hidden_layers = keep
-    if getattr(text_cfg, "layer_types", None):
-        text_cfg.layer_types = text_cfg.layer_types[:keep]
+    if saved[2]:
+        text_cfg.layer_types = saved[2][:keep]
+
+    def restore():
+        decoder.layers, text_cfg.num_hidden_layers = saved[0], saved[1]
+        if saved[2]:
+            text_cfg.layer_types = saved[2]
+
+    return restore
 
 
 def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTranslator:
@@ -78,6 +87,8 @@ def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTrans
         source_layer=cfg.source_layer,
         dropout=cfg.dropout,
         rms_match=cfg.rms_match,
+        query_init_std=cfg.query_init_std,
+        gate_init=cfg.gate_init,
         target_rms=target.embedding_rms(),
         source_model=cfg.source,
         target_model=cfg.target,
@@ -183,9 +194,32 @@ def _atomic_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+_MODELS: dict = {}
+
+
+def shared_models(cfg: TrainConfig, device, dtype):
+    """Load (or reuse, within one process: sweeps and tests) the frozen source and target."""
+    key = (cfg.source, cfg.target, str(device), str(dtype))
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = (load_model(cfg.source, dtype=dtype, device=device), load_model(cfg.target, dtype=dtype, device=device))
+    return _MODELS[key]
+
+
+_CACHES: dict = {}
+
+
+def shared_cache(cfg: TrainConfig, source) -> "SourceCache":
+    key = (id(source), cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
+    if key not in _CACHES:
+        _CACHES[key] = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
+    return _CACHES[key]
+
+
 def train(cfg: TrainConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # CPU: denormals in the frozen target's backward cost 10x per step
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device, dtype = resolve_device(cfg)
@@ -193,19 +227,28 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    source = load_model(cfg.source, dtype=dtype, device=device)
-    target = load_model(cfg.target, dtype=dtype, device=device)
-    truncate_blocks(target, cfg.target_layers)
+    source, target = shared_models(cfg, device, dtype)
+    restore_target = truncate_blocks(target, cfg.target_layers)
+    try:
+        return _train(cfg, source, target, device, t0)
+    finally:
+        restore_target()
+
+
+def _train(cfg: TrainConfig, source, target, device, t0) -> dict:
+    out = Path(cfg.out_dir)
     translator = build_translator(cfg, source, target).to(device)
     translator.check_compatible(source.hidden_size, target.hidden_size)
 
     train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed)
     val_set = load_task(cfg.task, "validation", cfg.val_examples, seed=cfg.seed)
     test_set = load_task(cfg.task, "test", cfg.test_examples, seed=cfg.seed)
-    cache = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
+    cache = shared_cache(cfg, source)
     cache.fill(train_set + val_set + test_set)
     setup_s = time.time() - t0
 
+    calib = train_set[: min(len(train_set), 512)]
+    translator.calibrate_source(*cache.batch(calib, device))
     projection = nn.Linear(source.hidden_size, target.hidden_size, bias=False).to(device)
     extra = list(projection.parameters()) if cfg.infonce else []
     optimizer = torch.optim.AdamW(param_groups(translator, extra, cfg), betas=(0.9, 0.98))

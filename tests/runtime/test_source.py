@@ -8,24 +8,26 @@ from lw_runtime.source import EmptyTextError, encode_source, resolve_layer
 TEXTS = ["Ava's code is 4821.", "Bob Stone has the access code 1234. What is Bob Stone's code?"]
 
 
-@pytest.mark.parametrize("layer", [0, 5, -1])
+@pytest.mark.parametrize("layer", [0, 5, 17, -2])
 def test_layer_matches_hidden_states(source, layer):
     states = encode_source(source, TEXTS, layer=layer)
     batch = source.tokenizer(TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         ref = source.model(**batch, output_hidden_states=True).hidden_states
-    idx = resolve_layer(source.num_layers, layer)
-    if idx == source.num_layers:
-        pytest.skip("transformers applies the final norm to its last hidden state; compared below")
+    idx = resolve_layer(source.num_layers, layer)  # the last entry of hidden_states is post-norm: not compared
     m = batch["attention_mask"].bool()
     torch.testing.assert_close(states.hidden[m], ref[idx].float()[m], rtol=1e-4, atol=1e-3)
     assert torch.equal(states.mask, m)
 
 
-def test_last_layer_is_pre_norm_output(source):
+def test_last_layer_is_the_last_block_before_the_final_norm(source):
     states = encode_source(source, TEXTS[:1], layer=-1)
-    assert states.hidden.shape == (1, len(source.tokenizer(TEXTS[0]).input_ids), 640)
-    assert torch.isfinite(states.hidden).all()
+    ids = source.tokenizer(TEXTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        final = source.model(**ids, output_hidden_states=True).hidden_states[-1]
+    norm = source.model.base_model.norm
+    assert states.hidden.shape == final.shape
+    torch.testing.assert_close(norm(states.hidden), final.float(), rtol=1e-4, atol=1e-3)
 
 
 def test_states_can_feed_autograd(source):
