@@ -112,11 +112,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _gguf_is_spm(gguf_path: Path) -> bool:
+def _gguf_tokenizer_meta(gguf_path: Path) -> dict:
+    """The GGUF's tokenizer model name and special token ids (bos/eos/unk/pad)."""
     from gguf import GGUFReader
 
-    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.model")
-    return field is not None and bytes(field.parts[field.data[0]]).decode() == "llama"
+    fields = GGUFReader(str(gguf_path)).fields
+    meta = {}
+    for key in ("model", "bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id"):
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None:
+            value = field.parts[field.data[0]]
+            meta[key] = bytes(value).decode() if field.types[0].name == "STRING" else int(value.tolist()[0])
+    return meta
+
+
+def _set_special_tokens(tokenizer, meta: dict) -> None:
+    """Special tokens as the GGUF declares them: some transformers releases (5.17) set SmolLM2's EOS
+    to <|im_start|> when converting its GGUF, so generation never stops at <|im_end|>."""
+    for attr, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        if key in meta and 0 <= meta[key] < len(tokenizer):
+            setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(meta[key]))
 
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
@@ -136,12 +151,19 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    if _gguf_is_spm(gguf_path):
+    meta = _gguf_tokenizer_meta(gguf_path)
+    if meta.get("model") == "llama":
         from .gguf_tokenizer import load_gguf_spm_tokenizer
 
         tokenizer = load_gguf_spm_tokenizer(gguf_path)
     else:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+        _set_special_tokens(tokenizer, meta)
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = meta.get(attr.replace("pad_", "padding_"))
+        if value is not None:
+            setattr(model.generation_config, attr, value)
+            setattr(model.config, attr, value)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
     try:

@@ -26,6 +26,14 @@ def main(argv=None) -> int:
         f"(train {summary['train_s']:.0f}s, setup {summary['setup_s']:.0f}s)\n"
         f"  outputs in {cfg.out_dir}"
     )
+    if "evaluation" in summary:
+        from lw_runtime.metrics import fmt_ci
+
+        print("\nall methods on the same test examples (accuracy %, 95% bootstrap interval):")
+        for name, m in summary["evaluation"]["methods"].items():
+            print(f"  {name:<14} {fmt_ci(m):<22} empty {m['empty']:>3}  loops {m['repetition_loops']:>3}")
+        d = summary["evaluation"]["diagnostics"]
+        print(f"  compression {d['compression_ratio']:.1f}x (passage {d['passage_tokens_mean']:.1f} tokens / {d['soft_tokens']} soft tokens)")
     return 0
 
 

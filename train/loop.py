@@ -26,6 +26,7 @@ from torch import nn
 
 from lw_runtime.data import load_task
 from lw_runtime.generate import generate
+from lw_runtime.leakage import check_disjoint, check_target_inputs
 from lw_runtime.models import load_model
 from lw_runtime.protocols import (
     answer_continuation,
@@ -216,7 +217,11 @@ def shared_cache(cfg: TrainConfig, source) -> "SourceCache":
     return _CACHES[key]
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, return_models: bool = False):
+    """Train and evaluate; returns the summary dict (also written to ``out_dir/summary.json``).
+
+    With ``return_models`` it returns ``(summary, translator, source, target)`` and the summary
+    carries the test examples under ``_test_examples`` (not written to disk)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # CPU: denormals in the frozen target's backward cost 10x per step
@@ -230,9 +235,12 @@ def train(cfg: TrainConfig) -> dict:
     source, target = shared_models(cfg, device, dtype)
     restore_target = truncate_blocks(target, cfg.target_layers)
     try:
-        return _train(cfg, source, target, device, t0)
+        summary, translator, test_set = _train(cfg, source, target, device, t0)
     finally:
         restore_target()
+    if return_models:
+        return {**summary, "_test_examples": test_set}, translator, source, target
+    return summary
 
 
 def _train(cfg: TrainConfig, source, target, device, t0) -> dict:
@@ -241,8 +249,11 @@ def _train(cfg: TrainConfig, source, target, device, t0) -> dict:
     translator.check_compatible(source.hidden_size, target.hidden_size)
 
     train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed)
-    val_set = load_task(cfg.task, "validation", cfg.val_examples, seed=cfg.seed)
-    test_set = load_task(cfg.task, "test", cfg.test_examples, seed=cfg.seed)
+    eval_task = cfg.eval_task or cfg.task
+    val_set = load_task(eval_task, "validation", cfg.val_examples, seed=cfg.seed)
+    test_set = load_task(eval_task, "test", cfg.test_examples, seed=cfg.seed)
+    check_disjoint(train_set, val_set + test_set, compare_answers=eval_task.startswith("relay"))
+    check_disjoint(val_set, test_set, compare_answers=eval_task.startswith("relay"))
     cache = shared_cache(cfg, source)
     cache.fill(train_set + val_set + test_set)
     setup_s = time.time() - t0
@@ -323,6 +334,8 @@ def _train(cfg: TrainConfig, source, target, device, t0) -> dict:
     if cfg.early_stopping and best["state"] is not None:
         translator.load_state_dict(best["state"])
 
+    for e in test_set:
+        check_target_inputs(e, {"prompt": target_prompt(e, cfg.protocol)})
     test_acc, test_out = evaluate_bridge(translator, cache, target, test_set, cfg.protocol, max_new_tokens=cfg.max_new_tokens, device=device)
     alone_acc, alone_out = evaluate_text(target, test_set, [target_alone_prompt(e, cfg.protocol) for e in test_set], max_new_tokens=cfg.max_new_tokens)
     translator.save_pretrained(out / "translator")
@@ -341,5 +354,10 @@ def _train(cfg: TrainConfig, source, target, device, t0) -> dict:
         "train_s": round(train_s, 1),
         "samples": {"bridged": test_out[:5], "target_alone": alone_out[:5], "gold": [e.answer for e in test_set[:5]]},
     }
+    if cfg.baselines:
+        from .evaluate import evaluate_all
+
+        summary["evaluation"] = evaluate_all(cfg, translator, source, target, cache, val_set, test_set, cfg.relay_tokens, device)
+    summary["history"] = history
     _atomic_json(out / "summary.json", summary)
-    return summary
+    return summary, translator, test_set

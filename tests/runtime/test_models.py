@@ -41,3 +41,12 @@ def test_unknown_model_raises_named_error(name):
     with pytest.raises(ModelLoadError) as err:
         load_model(name)
     assert (name or "non-empty") in str(err.value)
+
+
+def test_special_tokens_follow_the_gguf(target, source):
+    """SmolLM2's GGUF declares bos <|im_start|> (1) and eos <|im_end|> (2); the pad is distinct from EOS."""
+    tok = target.tokenizer
+    assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
+    assert tok.pad_token_id != tok.eos_token_id
+    assert target.model.generation_config.eos_token_id == 2
+    assert (source.tokenizer.bos_token_id, source.tokenizer.eos_token_id, source.tokenizer.pad_token_id) == (2, 1, 0)

@@ -1,0 +1,102 @@
+"""Evaluation metrics: EM / F1 with bootstrap 95% intervals, degenerate-output counts, entropy.
+
+Decisions:
+- EM and F1 use SQuAD normalisation on the strictly extracted answer (``protocols.extract_answer``).
+- Intervals: percentile bootstrap over examples (2,000 resamples, fixed seed), so two methods
+  evaluated on the same examples can be compared on the same footing.
+- Degenerate outputs: empty answers, and repetition loops (an n-gram of 1-3 tokens repeated to
+  fill most of the output, like the original study's "3=3=3=...").
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+from .protocols import extract_answer, normalize_answer
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    pred = normalize_answer(extract_answer(prediction)).split()
+    ref = normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = Counter(pred) & Counter(ref)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of a per-example score."""
+    n = len(values)
+    if n == 0:
+        return (float("nan"),) * 3
+    mean = sum(values) / n
+    rng = random.Random(seed)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    lo = means[int((1 - level) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return mean, lo, hi
+
+
+def is_empty(output: str) -> bool:
+    return not extract_answer(output)
+
+
+def is_repetition_loop(output: str, min_repeats: int = 4) -> bool:
+    """True when a short unit (1-3 words or characters) repeats back to back >= min_repeats times
+    and covers most of the output."""
+    text = output.strip()
+    if len(text) < 6:
+        return False
+    words = text.split()
+    for units, joiner in ((words, " "), (list(text.replace(" ", "")), "")):
+        for size in (1, 2, 3):
+            if len(units) < size * min_repeats:
+                continue
+            best = run = 1
+            for i in range(size, len(units) - size + 1, size):
+                if units[i : i + size] == units[i - size : i]:
+                    run += 1
+                    best = max(best, run)
+                else:
+                    run = 1
+            if best >= min_repeats and best * size >= 0.6 * len(units):
+                return True
+    return False
+
+
+def summarize(outputs: list[str], golds: list[str]) -> dict:
+    em = [float(normalize_answer(extract_answer(o)) == normalize_answer(g)) for o, g in zip(outputs, golds)]
+    f1 = [f1_score(o, g) for o, g in zip(outputs, golds)]
+    em_mean, em_lo, em_hi = bootstrap_ci(em)
+    f1_mean, f1_lo, f1_hi = bootstrap_ci(f1)
+    return {
+        "n": len(outputs),
+        "accuracy": em_mean,
+        "accuracy_ci95": [em_lo, em_hi],
+        "f1": f1_mean,
+        "f1_ci95": [f1_lo, f1_hi],
+        "empty": sum(is_empty(o) for o in outputs),
+        "repetition_loops": sum(is_repetition_loop(o) for o in outputs),
+    }
+
+
+def entropy(logits) -> float:
+    """Mean entropy (nats) of the softmax over the last dim of a (N, V) tensor."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return float(-(logp.exp() * logp).sum(-1).mean())
+
+
+def fmt_ci(summary: dict, key: str = "accuracy") -> str:
+    lo, hi = summary[f"{key}_ci95"]
+    value = summary[key]
+    if math.isnan(value):
+        return "n/a"
+    return f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
