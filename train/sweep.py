@@ -36,6 +36,11 @@ def read_plan(path: str) -> list[tuple[str, list[str]]]:
 
 
 def commit() -> str:
+    """The code's commit (``LW_COMMIT`` wins: copies of the tree without .git, e.g. a GPU machine)."""
+    import os
+
+    if os.environ.get("LW_COMMIT"):
+        return os.environ["LW_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
