@@ -168,14 +168,33 @@ def rms_ln(copy_gbs, with_compile):
     g = torch.randn(rows, D, device=DEV, dtype=torch.bfloat16)
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     best = None
-    for pps, warps, step in [(2, None, None), (2, 8, 1), (2, 16, 2), (4, 16, 2), (2, 8, 2), (1, 16, 4), (2, 16, 4)]:
-        rms_layernorm.BWD_PROGRAMS_PER_SM, rms_layernorm.BWD_NUM_WARPS, rms_layernorm.BWD_ROWS_PER_STEP = pps, warps, step
+    defaults = (rms_layernorm.BWD_PROGRAMS_PER_SM, rms_layernorm.BWD_NUM_WARPS, rms_layernorm.BWD_ROWS_PER_STEP,
+                rms_layernorm.BWD_PREFETCH)
+    configs = [defaults, (2, 16, 2, True), (1, 16, 2, False), (1, 16, 1, True), (1, 8, 1, True), (1, 16, 4, True)]
+    for pps, warps, step, prefetch in configs:
+        (rms_layernorm.BWD_PROGRAMS_PER_SM, rms_layernorm.BWD_NUM_WARPS, rms_layernorm.BWD_ROWS_PER_STEP,
+         rms_layernorm.BWD_PREFETCH) = pps, warps, step, prefetch
         out = rms_layernorm.rms_matched_layer_norm_triton(*leaves, 1.0)
         us = bench(lambda: torch.autograd.grad(out, leaves, g, retain_graph=True))
-        record(sec, f"triton progs/SM={pps} warps={warps or 'auto'} rows/step={step or 'auto'}", us, nbytes_bwd, copy_gbs)
+        name = f"triton progs/SM={pps} warps={warps or 'auto'} rows/step={step or 'auto'} prefetch={prefetch}"
+        record(sec, ("default: " if (pps, warps, step, prefetch) == defaults else "") + name, us, nbytes_bwd, copy_gbs)
         best = min(best or us, us)
     record(sec, "triton best config", best, nbytes_bwd, copy_gbs)
-    rms_layernorm.BWD_PROGRAMS_PER_SM, rms_layernorm.BWD_NUM_WARPS, rms_layernorm.BWD_ROWS_PER_STEP = 2, None, None
+    (rms_layernorm.BWD_PROGRAMS_PER_SM, rms_layernorm.BWD_NUM_WARPS, rms_layernorm.BWD_ROWS_PER_STEP,
+     rms_layernorm.BWD_PREFETCH) = defaults
+    # kernel alone (no dw/db partial sums, no autograd): what the 5-way fused kernel itself reaches
+    out = rms_layernorm.rms_matched_layer_norm_triton(*leaves, 1.0)
+    from torch.profiler import ProfilerActivity, profile
+
+    if not SMOKE:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                torch.autograd.grad(out, leaves, g, retain_graph=True)
+            torch.cuda.synchronize()
+        per = {ev.key[:50]: round(ev.device_time_total / 10, 2) for ev in prof.key_averages()
+               if ev.device_type.name == "CUDA" and getattr(ev, "device_time_total", 0) > 0}
+        RESULTS["rmsln_bwd_kernel_us_per_call"] = per
+        log("rmsln bwd device us/call:", per)
     out_e = eager(*leaves)
     record(sec, "eager torch autograd", bench(lambda: torch.autograd.grad(out_e, leaves, g, retain_graph=True)),
            nbytes_bwd, copy_gbs)
@@ -209,6 +228,27 @@ def quantization(copy_gbs, with_compile):
             z = lw_kernels.dequantize_rms_match(p, s, bits, target_rms=0.02, dtype=torch.bfloat16)
             check(f"dequant_rms_match INT{bits} {dt}", rel_rms(z, reference.dequantize_rms_match_ref(p, s, bits, target_rms=0.02)), 5e-3)
 
+    # Adversarial: every value within 4 ulps of a rounding boundary x/scale = k + 0.5, fp32 and bf16,
+    # both division paths; codes must match the reference bit for bit.
+    for bits in (4, 6, 8):
+        qmax = 2 ** (bits - 1) - 1
+        n_g = 64 if SMOKE else 1 << 16
+        amax = torch.exp(torch.randn(n_g, 1, device=DEV) * 2).clamp(1e-3, 1e3)
+        s16 = (amax / torch.full_like(amax, qmax)).to(torch.float16).float()
+        k = torch.randint(-qmax, qmax, (n_g, 32), device=DEV).float()  # |x| < amax: the pinned absmax stays the max
+        xa = ((k + 0.5) * s16).view(torch.int32) + torch.randint(-4, 5, (n_g, 32), device=DEV, dtype=torch.int32)
+        xa = xa.view(torch.float32)
+        xa[:, 0] = amax[:, 0]  # pin each group's absmax, so its scale is s16
+        for fast_div in (True, False):
+            quant.QUANT_FAST_DIV = fast_div
+            for dt in (torch.float32, torch.bfloat16):
+                xin = xa.to(dt).reshape(-1, 4096 if not SMOKE else 256)
+                p, s = quant.quantize_triton(xin, bits)
+                pr, sr = reference.quantize_ref(xin, bits)
+                check(f"quant INT{bits} {dt} near-tie bytes differ fast_div={fast_div}",
+                      float((p != pr).sum() + (s != sr).sum()), 0)
+        quant.QUANT_FAST_DIV = True
+
     n = (64 * 1024 if SMOKE else 64 * 1024 * 1024)
     rows, D = n // 4096, 4096
     x = torch.randn(rows, D, device=DEV, dtype=torch.bfloat16)
@@ -219,12 +259,19 @@ def quantization(copy_gbs, with_compile):
         dq_bytes = p.numel() + n_scale_bytes + n * 2
         sec_q, sec_d = f"quantize INT{bits} 64M bf16", f"dequantize INT{bits} 64M -> bf16"
         best_q = best_d = None
-        for vpp in (2048, 4096, 8192):
-            for warps in (4, 8):
+        for fast_div in (True, False):
+            quant.QUANT_FAST_DIV = fast_div
+            for vpp, warps in ((2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)):
                 bg = vpp // 32
                 us = bench(lambda: quant.quantize_triton(x, bits, 32, block_groups=bg, num_warps=warps))
-                record(sec_q, f"triton {vpp} vals/prog warps={warps}", us, q_bytes, copy_gbs)
+                default = fast_div and vpp == quant.VALUES_PER_PROGRAM and warps == 4
+                record(sec_q, ("default: " if default else "") + f"triton {vpp} vals/prog warps={warps} fast_div={fast_div}",
+                       us, q_bytes, copy_gbs)
                 best_q = min(best_q or us, us)
+        quant.QUANT_FAST_DIV = True
+        for vpp in (2048, 4096):
+            for warps in (4, 8):
+                bg = vpp // 32
                 us = bench(lambda: quant.dequantize_triton(p, s, bits, 32, None, torch.bfloat16, block_groups=bg, num_warps=warps))
                 record(sec_d, f"triton {vpp} vals/prog warps={warps}", us, dq_bytes, copy_gbs)
                 best_d = min(best_d or us, us)

@@ -52,6 +52,8 @@ def _xattn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, K_BLOCKS: tl.constexpr,
     HAS_MASK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
+    # Under torch.compile these floats arrived as fp64 (Inductor, H100 run 2): keep the math fp32.
+    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -110,6 +112,9 @@ def _xattn_bwd_dq_kernel(
     HAS_MASK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """dQ = sm_scale * sum_n dS K with dS = P (dP - delta), dP = dO V^T, dO = tanh(gate) g; writes rowsum(g*attn)."""
+    # Under torch.compile these floats arrived as fp64 (Inductor, H100 run 2): keep the math fp32.
+    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
+    sm_scale = tl.cast(sm_scale, tl.float32)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -161,6 +166,9 @@ def _xattn_bwd_dkdv_kernel(
     HAS_MASK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """dV = P^T dO, dK = sm_scale * dS^T Q, for one key block, looping over query blocks (transposed tiles)."""
+    # Under torch.compile these floats arrived as fp64 (Inductor, H100 run 2): keep the math fp32.
+    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
+    sm_scale = tl.cast(sm_scale, tl.float32)
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -220,8 +228,10 @@ def _mask_u8(key_padding_mask, B, Lk, device):
     if key_padding_mask.shape != (B, Lk):
         raise ValueError(f"key_padding_mask must have shape ({B}, {Lk}), got {tuple(key_padding_mask.shape)}")
     m = key_padding_mask.to(device)
-    m = m.contiguous().view(torch.uint8) if m.dtype == torch.bool else (m != 0).to(torch.uint8).contiguous()
-    return m
+    if m.dtype == torch.bool and not torch.compiler.is_compiling():
+        return m.contiguous().view(torch.uint8)  # free reinterpretation in eager
+    # Inductor cannot lower a bool -> uint8 dtype view; under torch.compile a cast fuses anyway.
+    return (m != 0).to(torch.uint8).contiguous()
 
 
 class GatedCrossAttentionFunction(torch.autograd.Function):

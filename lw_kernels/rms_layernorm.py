@@ -7,11 +7,13 @@ Decisions:
   several rows per program when D is small so each program still moves ~16 KB.
 - Forward saves per-row mean, rstd and 1/rms(y) (12 bytes a row) so backward recomputes y from x
   instead of storing it.
-- Backward walks R rows per step as one [R, BLOCK_D] tile. With z = y / rms(y): dy = (t / rms) (g - z mean(g z)); then the LayerNorm backward
+- Backward walks R rows per step as one [R, BLOCK_D] tile and loads the next tile before working
+  on this one. With z = y / rms(y): dy = (t / rms) (g - z mean(g z)); then the LayerNorm backward
   dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy w. dw, db are reduced per program into
-  fp32 partials [P, D] (P ~ 4 per SM, each a contiguous chunk of ROWS_PER_PROG rows, a power of two
+  fp32 partials [P, D] (P ~ 1 per SM, each a contiguous chunk of ROWS_PER_PROG rows, a power of two
   baked in as constexpr: few variants, and no runtime loop bound, which the Triton 3.6 interpreter
-  cannot take under numpy >= 2.3), then summed by torch: no atomics, deterministic.
+  cannot take under numpy >= 2.3), then summed over P by a second small kernel (torch's column
+  sum and casts took 21 us of 321 on H100): no atomics, deterministic.
 - target_rms may be a float (baked in, no tensor made), a 1-element tensor or one value per row;
   tensors get a gradient, sum(g z) per row.
 """
@@ -25,10 +27,12 @@ from .reference import rms_matched_layer_norm_ref
 
 MAX_DIM = 32768
 # Backward launch shape; module-level so benchmarks/gpu_kernels.py can sweep them. Defaults are the
-# best of the H100 sweep at 32768x4096 bf16 (results/kernels/): 2 programs/SM, 2 rows/step, 16 warps.
-BWD_PROGRAMS_PER_SM = 2
+# best of the H100 sweep at 32768x4096 bf16 (results/kernels/h100_run3_*): 1 program/SM, 2 rows/step,
+# 16 warps, prefetch on (128 registers a thread, so one 16-warp program fits an SM anyway).
+BWD_PROGRAMS_PER_SM = 1
 BWD_NUM_WARPS: int | None = None
 BWD_ROWS_PER_STEP: int | None = None
+BWD_PREFETCH = True
 
 
 @triton.jit
@@ -37,6 +41,9 @@ def _rms_ln_fwd_kernel(
     t_ptr, t_stride, t_value, n_rows, D, eps,
     BLOCK_D: tl.constexpr, ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_T_PTR: tl.constexpr,
 ):
+    # Under torch.compile these floats arrived as fp64 (Inductor, H100 run 2): keep the math fp32.
+    t_value = tl.cast(t_value, tl.float32)
+    eps = tl.cast(eps, tl.float32)
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_D)
     rmask = rows < n_rows
@@ -65,13 +72,44 @@ def _rms_ln_fwd_kernel(
 
 
 @triton.jit
+def _add5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
+    return a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4
+
+
+@triton.jit
+def _load_rows(x_ptr, x_row_stride, g_ptr, g_row_stride, mean_ptr, rstd_ptr, rinv_ptr, t_ptr, t_stride,
+               rows, limit, cols, cmask, HAS_T_PTR: tl.constexpr):
+    ok = rows < limit
+    m = ok[:, None] & cmask[None, :]
+    x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=m, other=0.0)
+    g = tl.load(g_ptr + rows[:, None] * g_row_stride + cols[None, :], mask=m, other=0.0)
+    mean = tl.load(mean_ptr + rows, mask=ok, other=0.0)
+    rstd = tl.load(rstd_ptr + rows, mask=ok, other=0.0)
+    rinv = tl.load(rinv_ptr + rows, mask=ok, other=0.0)
+    if HAS_T_PTR:
+        t = tl.load(t_ptr + rows * t_stride, mask=ok, other=0.0).to(tl.float32)
+    else:
+        t = rinv  # unused
+    return x, g, mean, rstd, rinv, t
+
+
+@triton.jit
 def _rms_ln_bwd_kernel(
     x_ptr, x_row_stride, g_ptr, g_row_stride, w_ptr, b_ptr, mean_ptr, rstd_ptr, rinv_ptr,
     t_ptr, t_stride, t_value, dx_ptr, dw_part_ptr, db_part_ptr, dt_ptr, n_rows, D,
     BLOCK_D: tl.constexpr, ROWS_PER_PROG: tl.constexpr, R: tl.constexpr, HAS_W: tl.constexpr,
-    HAS_B: tl.constexpr, HAS_T_PTR: tl.constexpr,
+    HAS_B: tl.constexpr, HAS_T_PTR: tl.constexpr, PREFETCH: tl.constexpr,
 ):
-    """Each program walks ROWS_PER_PROG contiguous rows, R rows per step (a [R, BLOCK_D] tile keeps more loads in flight)."""
+    """Each program walks ROWS_PER_PROG contiguous rows, R rows per step as one [R, BLOCK_D] tile.
+
+    PREFETCH: the next step's x and g are loaded before this step's arithmetic, so loads stay in
+    flight through the reductions (the version without it reached 70% of copy bandwidth on H100).
+    All row sums come from one 5-way reduction (one round of cross-warp barriers, not three):
+    with A = sum(g z), dxh = dy w = c (g w - z w A / D), c = t / rms(y), so
+    sum(dxh) = c (sum(g w) - A/D sum(z w)) and sum(dxh xh) = c (sum(g w xh) - A/D sum(z w xh)).
+    """
+    # Under torch.compile these floats arrived as fp64 (Inductor, H100 run 2): keep the math fp32.
+    t_value = tl.cast(t_value, tl.float32)
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_D)
     cmask = cols < D
@@ -81,19 +119,31 @@ def _rms_ln_bwd_kernel(
         b = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     dw_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     db_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    first = pid.to(tl.int64) * ROWS_PER_PROG
+    limit = tl.minimum(first + ROWS_PER_PROG, n_rows)
+    rows_next = first + tl.arange(0, R)
+    if PREFETCH:
+        x_n, g_n, mean_n, rstd_n, rinv_n, t_n = _load_rows(
+            x_ptr, x_row_stride, g_ptr, g_row_stride, mean_ptr, rstd_ptr, rinv_ptr, t_ptr, t_stride,
+            rows_next, limit, cols, cmask, HAS_T_PTR)
     for i in range(ROWS_PER_PROG // R):
-        rows = pid.to(tl.int64) * ROWS_PER_PROG + i * R + tl.arange(0, R)
-        ok = rows < n_rows
-        m = ok[:, None] & cmask[None, :]
-        x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + rows[:, None] * g_row_stride + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        mean = tl.load(mean_ptr + rows, mask=ok, other=0.0)
-        rstd = tl.load(rstd_ptr + rows, mask=ok, other=0.0)
-        rinv = tl.load(rinv_ptr + rows, mask=ok, other=0.0)
-        if HAS_T_PTR:
-            t = tl.load(t_ptr + rows * t_stride, mask=ok, other=0.0).to(tl.float32)
+        rows = rows_next
+        rows_next = rows + R
+        if PREFETCH:
+            x, g, mean, rstd, rinv, t = x_n, g_n, mean_n, rstd_n, rinv_n, t_n
+            x_n, g_n, mean_n, rstd_n, rinv_n, t_n = _load_rows(
+                x_ptr, x_row_stride, g_ptr, g_row_stride, mean_ptr, rstd_ptr, rinv_ptr, t_ptr, t_stride,
+                rows_next, limit, cols, cmask, HAS_T_PTR)
         else:
+            x, g, mean, rstd, rinv, t = _load_rows(
+                x_ptr, x_row_stride, g_ptr, g_row_stride, mean_ptr, rstd_ptr, rinv_ptr, t_ptr, t_stride,
+                rows, limit, cols, cmask, HAS_T_PTR)
+        if not HAS_T_PTR:
             t = t_value
+        ok = rows < limit
+        m = ok[:, None] & cmask[None, :]
+        x = x.to(tl.float32)
+        g = g.to(tl.float32)
         xh = tl.where(m, (x - mean[:, None]) * rstd[:, None], 0.0)
         y = xh
         if HAS_W:
@@ -101,25 +151,56 @@ def _rms_ln_bwd_kernel(
         if HAS_B:
             y = tl.where(m, y + b, 0.0)
         z = y * rinv[:, None]
-        gz = tl.sum(g * z, axis=1)
+        if HAS_W:
+            gw = g * w
+            zw = z * w
+        else:
+            gw = g
+            zw = z
+        s_gz, s_gw, s_zw, s_gwx, s_zwx = tl.reduce((g * z, gw, zw, gw * xh, zw * xh), 1, _add5)
         if HAS_T_PTR:
-            tl.store(dt_ptr + rows, gz, mask=ok)
-        dy = (t * rinv)[:, None] * (g - z * (gz / D)[:, None])
+            tl.store(dt_ptr + rows, s_gz, mask=ok)
+        c = t * rinv
+        a = s_gz / D
+        dy = c[:, None] * (g - z * a[:, None])
         if HAS_W:
             dw_acc += tl.sum(dy * xh, axis=0)
-            dxh = dy * w
-        else:
-            dxh = dy
         if HAS_B:
             db_acc += tl.sum(dy, axis=0)
-        c1 = tl.sum(dxh, axis=1) / D
-        c2 = tl.sum(dxh * xh, axis=1) / D
+        c1 = c * (s_gw - a * s_zw) / D
+        c2 = c * (s_gwx - a * s_zwx) / D
+        dxh = dy
+        if HAS_W:
+            dxh = dy * w
         dx = rstd[:, None] * (dxh - c1[:, None] - xh * c2[:, None])
         tl.store(dx_ptr + rows[:, None] * D + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
     if HAS_W:
         tl.store(dw_part_ptr + pid * D + cols, dw_acc, mask=cmask)
     if HAS_B:
         tl.store(db_part_ptr + pid * D + cols, db_acc, mask=cmask)
+
+
+@triton.jit
+def _sum_partials_kernel(dw_part_ptr, db_part_ptr, dw_ptr, db_ptr, n_parts, D,
+                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, P_STEPS: tl.constexpr,
+                         HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """dw = sum over programs of dw_part (fp32), written in the parameter's dtype; db likewise."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < D
+    acc_w = tl.zeros([BLOCK_C], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for i in range(P_STEPS):
+        parts = i * BLOCK_P + tl.arange(0, BLOCK_P)
+        m = (parts < n_parts)[:, None] & cmask[None, :]
+        offs = parts[:, None] * D + cols[None, :]
+        if HAS_W:
+            acc_w += tl.sum(tl.load(dw_part_ptr + offs, mask=m, other=0.0), axis=0)
+        if HAS_B:
+            acc_b += tl.sum(tl.load(db_part_ptr + offs, mask=m, other=0.0), axis=0)
+    if HAS_W:
+        tl.store(dw_ptr + cols, acc_w.to(dw_ptr.dtype.element_ty), mask=cmask)
+    if HAS_B:
+        tl.store(db_ptr + cols, acc_b.to(db_ptr.dtype.element_ty), mask=cmask)
 
 
 def _fwd_config(D: int, elem_size: int):
@@ -186,10 +267,24 @@ class RMSMatchedLayerNormFunction(torch.autograd.Function):
                 dx, dw_part if dw_part is not None else mean, db_part if db_part is not None else mean,
                 dt_rows if dt_rows is not None else mean, n_rows, D,
                 BLOCK_D=block_d, ROWS_PER_PROG=rows_per_prog, R=step, HAS_W=weight is not None, HAS_B=bias is not None,
-                HAS_T_PTR=t_tensor is not None, num_warps=BWD_NUM_WARPS or max(1, min(16, block_d * step // 512)),
+                HAS_T_PTR=t_tensor is not None, PREFETCH=BWD_PREFETCH, num_warps=BWD_NUM_WARPS or max(1, min(16, block_d * step // 512)),
             )
-        dw = dw_part.sum(0).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-        db = db_part.sum(0).to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
+        want_w = weight is not None and ctx.needs_input_grad[1]
+        want_b = bias is not None and ctx.needs_input_grad[2]
+        dw = torch.empty(D, dtype=weight.dtype, device=x2.device) if want_w else None
+        db = torch.empty(D, dtype=bias.dtype, device=x2.device) if want_b else None
+        if want_w or want_b:
+            if n_rows:
+                block_p, block_c = 32, 64
+                _sum_partials_kernel[(triton.cdiv(D, block_c),)](
+                    dw_part if want_w else mean, db_part if want_b else mean, dw if want_w else mean,
+                    db if want_b else mean, n_prog, D, BLOCK_P=block_p, BLOCK_C=block_c,
+                    P_STEPS=triton.cdiv(triton.next_power_of_2(n_prog), block_p), HAS_W=want_w, HAS_B=want_b,
+                    num_warps=4,
+                )
+            else:
+                dw = dw.zero_() if want_w else None
+                db = db.zero_() if want_b else None
         dt = None
         if t_tensor is not None and ctx.needs_input_grad[3]:
             dt = (dt_rows.sum() if t_tensor.numel() == 1 else dt_rows).reshape(t_tensor.shape).to(t_tensor.dtype)

@@ -186,3 +186,23 @@ def test_cpu_dispatch_public_api_roundtrip():
         assert y.dtype == torch.bfloat16 and y.shape == x.shape
         z = lw_kernels.dequantize_rms_match(packed, scales, bits, target_rms=2.0)
         torch.testing.assert_close(z.pow(2).mean(-1).sqrt(), torch.full((2, 3), 2.0), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_values_near_rounding_ties_bit_exact(bits, dtype, device):
+    """x / scale within 4 ulps of k + 0.5, the only values where a division that is not
+    correctly rounded (or a floor done differently) would change a code."""
+    qmax = 2 ** (bits - 1) - 1
+    n_groups = 96
+    amax = torch.exp(torch.randn(n_groups, 1) * 2).clamp(1e-3, 1e3)
+    scale = (amax / torch.full_like(amax, qmax)).to(torch.float16).float()
+    k = torch.randint(-qmax, qmax, (n_groups, 32)).float()  # |x| < amax: the pinned absmax stays the max
+    x = ((k + 0.5) * scale).view(torch.int32) + torch.randint(-4, 5, (n_groups, 32), dtype=torch.int32)
+    x = x.view(torch.float32)
+    x[:, 0] = amax[:, 0]
+    x = x.reshape(-1, 256).to(dtype)
+    packed, scales = quant.quantize_triton(x.to(device), bits)
+    want_packed, want_scales = ref.quantize_ref(x, bits)
+    assert torch.equal(scales.cpu(), want_scales)
+    assert torch.equal(packed.cpu(), want_packed)
