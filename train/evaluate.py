@@ -122,6 +122,11 @@ def first_token_entropy(target, soft, texts) -> float:
 def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens: int = 16, device="cpu") -> dict:
     """All methods on ``test`` (formats chosen on ``val``); returns a JSON-ready dict."""
     translator.eval()
+    started = time.perf_counter()
+
+    def progress(what):
+        print(f"[evaluate] {what} done at {time.perf_counter() - started:.1f}s", flush=True)
+
     k = translator.config.num_soft_tokens
     golds = [e.answer for e in test]
     results, formats = {}, {}
@@ -129,10 +134,12 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
         fmt, scores = choose_format(method, val, cfg.protocol, target, k, cfg.max_new_tokens)
         formats[method] = {"chosen": fmt, "validation_accuracy": scores}
         results[method] = summarize(run_text_method(method, test, cfg.protocol, target, k, fmt, cfg.max_new_tokens), golds)
+        progress(method)
 
     src_prompts = [full_text_prompt(e) for e in test]
     results["source_alone"] = summarize(_batched(lambda p: generate(source, texts=p, max_new_tokens=cfg.max_new_tokens), src_prompts, 32), golds)
 
+    progress("source_alone")
     msgs, relay_s = relay_messages(source, test, relay_tokens)
     relay_prompts = []
     for e, m in zip(test, msgs):
@@ -141,6 +148,7 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
         relay_prompts.append(f"Message: {m}{tp}")
     results["text_relay"] = summarize(_batched(lambda p: generate(target, texts=p, max_new_tokens=cfg.max_new_tokens), relay_prompts, 32), golds)
     results["text_relay"]["source_message_s_per_example"] = relay_s
+    progress("text_relay")
 
     hidden, mask = cache.batch(test, device)
     soft = torch.cat([translator(hidden[i : i + 64], mask[i : i + 64]) for i in range(0, len(test), 64)])
@@ -157,6 +165,7 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
         results[name]["wire_bytes_per_example"] = message_bytes(1, k, soft.shape[-1], bits if bits < 16 else 16)
         if bits == 16:
             results[name]["samples"] = outs[:5]
+        progress(name)
 
     n_diag = min(64, len(test))
     text_bodies = [full_text_prompt(e) for e in test[:n_diag]]

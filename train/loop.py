@@ -149,7 +149,7 @@ def param_groups(translator, extra: list[nn.Parameter], cfg: TrainConfig):
         {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
     ]
     if gate:
-        groups.append({"params": gate, "weight_decay": 0.0, "lr": 3 * cfg.lr})
+        groups.append({"params": gate, "weight_decay": 0.0, "lr": cfg.gate_lr_mult * cfg.lr})
     for g in groups:
         g["base_lr"] = g["lr"]
     return groups
