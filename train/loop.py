@@ -288,15 +288,15 @@ def _train(cfg: TrainConfig, source, target, device, t0) -> dict:
         logits, labels = losses.answer_logits(target, losses.student_inputs(target, soft, [target_prompt(e, cfg.protocol) for e in batch], answers))
         ce = losses.answer_cross_entropy(logits, labels)
         loss = ce
-        parts = {"ce": float(ce)}
+        parts = {"ce": ce.item()}
         if cfg.kl_teacher:
             kl = losses.teacher_kl(logits, losses.teacher_logits(target, [full_text_prompt(e) for e in batch], answers))
             loss = loss + cfg.kl_weight * kl
-            parts["kl"] = float(kl)
+            parts["kl"] = kl.item()
         if cfg.infonce and step >= cfg.warmup // 2:
             nce = losses.info_nce(soft, losses.pooled_source(hidden, mask), projection)
             loss = loss + cfg.infonce_weight * nce
-            parts["infonce"] = float(nce)
+            parts["infonce"] = nce.item()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {step}: {parts}")
         optimizer.zero_grad(set_to_none=True)

@@ -39,7 +39,7 @@ def test_gates_start_closed_so_output_ignores_source():
     h, m = source_batch()
     a, b = tr(h, m), tr(torch.randn_like(h), m)
     torch.testing.assert_close(a, b)
-    assert all(float(p) == 0.0 for p in tr.gate_parameters())
+    assert all(p.item() == 0.0 for p in tr.gate_parameters())
 
 
 def test_open_gates_make_output_depend_on_source():
@@ -114,3 +114,20 @@ def test_presets_from_the_original_sweep():
         TranslatorConfig.preset("huge")
     with pytest.raises(ValueError, match="divisible"):
         TranslatorConfig(bottleneck_dim=100, num_heads=8)
+
+
+def test_calibration_removes_a_channel_shared_by_every_token(tmp_path):
+    """A massive channel present in every token makes all tokens look alike after per-token
+    normalisation; per-channel standardisation from calibration data removes it, and is saved."""
+    tr = make()
+    h, m = source_batch()
+    h[..., 3] += 5000.0  # one huge channel in every token
+    before = tr.source_norm((h - tr.source_mean) / tr.source_std)
+    tr.calibrate_source(h, m)
+    after = tr.source_norm((h - tr.source_mean) / tr.source_std)
+    cos = lambda x: torch.nn.functional.cosine_similarity(x[m], x[m].mean(0, keepdim=True)).mean()
+    assert cos(before) > 0.99 and cos(after) < 0.5
+    tr.save_pretrained(tmp_path)
+    back = BottleneckedGatedTranslator.from_pretrained(tmp_path)
+    torch.testing.assert_close(back.source_mean, tr.source_mean)
+    torch.testing.assert_close(back.source_std, tr.source_std)
