@@ -31,6 +31,15 @@ def check_soft_tokens(soft_tokens: torch.Tensor, target_dim: int) -> None:
         raise SoftTokenError(f"soft tokens contain {bad} NaN/Inf values")
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """[BOS] when the tokenizer puts one in front of every text (Gemma, Llama), else [] (SmolLM2)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if ids and ids[0] == bos else []
+
+
 def build_inputs(
     target: LoadedModel,
     soft_tokens: torch.Tensor | None,
@@ -39,10 +48,11 @@ def build_inputs(
     continuations: list[str] | None = None,
     padding_side: str = "left",
 ) -> dict:
-    """inputs_embeds / attention_mask for rows of [soft][text][continuation] with padding.
+    """inputs_embeds / attention_mask / position_ids / labels for rows of
+    [BOS if the tokenizer uses one][soft tokens][text][continuation + EOS], padded on one side.
 
-    ``continuations`` (training only) are appended after the text and their token positions are
-    returned as ``labels`` (-100 elsewhere) and the answer's ids appended with EOS.
+    ``continuations`` (training only) are the teacher-forced answers; ``labels`` holds their ids
+    (and EOS) at their own positions and -100 everywhere else.
     """
     tok = target.tokenizer
     device = target.device
@@ -50,49 +60,36 @@ def build_inputs(
     texts = texts if texts is not None else [""] * batch_size
     if len(texts) != batch_size:
         raise ValueError(f"got {len(texts)} texts for a batch of {batch_size}")
-    rows, labels = [], []
-    for i in range(batch_size):
-        prompt_ids = tok(texts[i], add_special_tokens=False)["input_ids"] if texts[i] else []
-        label_ids = []
-        if continuations is not None:
-            label_ids = tok(continuations[i], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append(prompt_ids + label_ids)
-        labels.append([-100] * len(prompt_ids) + label_ids)
     k = 0 if soft_tokens is None else soft_tokens.shape[1]
-    width = k + max(len(r) for r in rows)
+    prefix = bos_prefix(tok)
+    rows = []  # (ids before the soft tokens, ids after them, labels of the ids after them)
+    for i in range(batch_size):
+        after = tok(texts[i], add_special_tokens=False)["input_ids"] if texts[i] else []
+        labels = [-100] * len(after)
+        if continuations is not None:
+            answer = tok(continuations[i], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            after, labels = after + answer, labels + answer
+        rows.append((prefix, after, labels))
+    lengths = [len(p) + k + len(a) for p, a, _ in rows]
+    width = max(lengths)
     if width == 0:
         raise ValueError("nothing for the target to read: no soft tokens and empty texts")
-    pad_id = tok.pad_token_id
-    ids = torch.full((batch_size, width - k), pad_id, dtype=torch.long)
+    ids = torch.full((batch_size, width), tok.pad_token_id, dtype=torch.long)
+    is_soft = torch.zeros(batch_size, width, dtype=torch.bool)
     mask = torch.zeros(batch_size, width, dtype=torch.long)
     lab = torch.full((batch_size, width), -100, dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row)
-        if padding_side == "left":
-            start = width - k - n
-            ids[i, start:] = torch.tensor(row, dtype=torch.long) if n else ids[i, start:]
-            mask[i, start:] = 1
-            lab[i, start + k :] = torch.tensor(labels[i], dtype=torch.long) if n else lab[i, start + k :]
-        else:
-            ids[i, :n] = torch.tensor(row, dtype=torch.long) if n else ids[i, :n]
-            mask[i, : k + n] = 1
-            lab[i, k : k + n] = torch.tensor(labels[i], dtype=torch.long) if n else lab[i, k : k + n]
-    text_embeds = emb_layer(ids.to(device))
-    if soft_tokens is None:
-        embeds = text_embeds
-    else:
-        soft = soft_tokens.to(device=device, dtype=text_embeds.dtype)
-        if padding_side == "left":
-            # left padding: [pads][soft][text]; the pads sit in front of the soft tokens
-            embeds = torch.empty(batch_size, width, text_embeds.shape[-1], device=device, dtype=text_embeds.dtype)
-            for i, row in enumerate(rows):
-                start = width - k - len(row)
-                embeds[i, :start] = text_embeds[i, :start]
-                embeds[i, start : start + k] = soft[i]
-                embeds[i, start + k :] = text_embeds[i, start:]
-                mask[i, start : start + k] = 1
-        else:
-            embeds = torch.cat([soft, text_embeds], dim=1)
+    for i, ((pre, after, labels), n) in enumerate(zip(rows, lengths)):
+        start = width - n if padding_side == "left" else 0
+        pos = start + len(pre)
+        ids[i, start:pos] = torch.tensor(pre, dtype=torch.long)
+        is_soft[i, pos : pos + k] = True
+        ids[i, pos + k : start + n] = torch.tensor(after, dtype=torch.long)
+        lab[i, pos + k : start + n] = torch.tensor(labels, dtype=torch.long)
+        mask[i, start : start + n] = 1
+    embeds = emb_layer(ids.to(device))
+    if soft_tokens is not None:
+        soft = soft_tokens.to(device=device, dtype=embeds.dtype)
+        embeds = embeds.masked_scatter(is_soft.to(device).unsqueeze(-1), soft)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return {
         "inputs_embeds": embeds,

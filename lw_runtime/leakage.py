@@ -2,7 +2,9 @@
 
 The original study's 81.5% GSM8K came from feeding the target ``prompt + gold solution`` and then
 pulling the gold number out of degenerate output. Here every text the target receives is built
-from named fields, and the guard is called on those fields before every generation:
+from named fields, and the guard is called on those fields before every test-split generation
+(bridge, target alone, text upper bound, token budget, text relay; not on validation passes, the
+source's own prompts or the teacher-forced training inputs, whose answer continuation is the label):
 
 - ``check_target_inputs(example, fields, allowed)``: raises ``AnswerLeakError`` when the normalised
   gold answer occurs (as whole words) in any field not in ``allowed``. Only text baselines that

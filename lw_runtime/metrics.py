@@ -14,7 +14,7 @@ import math
 import random
 from collections import Counter
 
-from .protocols import extract_answer, normalize_answer
+from .protocols import exact_match, extract_answer, normalize_answer
 
 
 def f1_score(prediction: str, gold: str) -> float:
@@ -71,7 +71,7 @@ def is_repetition_loop(output: str, min_repeats: int = 4) -> bool:
 
 
 def summarize(outputs: list[str], golds: list[str]) -> dict:
-    em = [float(normalize_answer(extract_answer(o)) == normalize_answer(g)) for o, g in zip(outputs, golds)]
+    em = [float(exact_match(o, g)) for o, g in zip(outputs, golds)]
     f1 = [f1_score(o, g) for o, g in zip(outputs, golds)]
     em_mean, em_lo, em_hi = bootstrap_ci(em)
     f1_mean, f1_lo, f1_hi = bootstrap_ci(f1)

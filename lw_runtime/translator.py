@@ -25,7 +25,6 @@ Design (see docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -81,6 +80,7 @@ class TranslatorConfig:
 PRESETS: dict[str, dict] = {
     "efficient": dict(num_soft_tokens=32, depth=4, num_heads=12, bottleneck_dim=768),
     "conservative": dict(num_soft_tokens=48, depth=6, num_heads=16, bottleneck_dim=1024),
+    # same shape as conservative in the original sweep (they differed in training settings)
     "aggressive": dict(num_soft_tokens=48, depth=6, num_heads=16, bottleneck_dim=1024),
     "high_capacity": dict(num_soft_tokens=64, depth=8, num_heads=16, bottleneck_dim=1024),
     "embedded": dict(num_soft_tokens=16, depth=2, num_heads=8, bottleneck_dim=512),
@@ -235,4 +235,4 @@ class BottleneckedGatedTranslator(nn.Module):
         model = cls(TranslatorConfig(**raw))
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=map_location))
         model.set_target_rms(raw.get("target_rms", 1.0))
-        return model
+        return model.to(map_location).eval()  # inference by default: dropout off

@@ -12,7 +12,7 @@ Every run trains with the leak guard on and evaluates every baseline on the same
 retrained, so a long plan can be finished over several calls. Outputs in DIR: ``<name>.json``
 (every figure, with device, date, commit and command), ``<name>.md`` (tables) and plots
 (``curves_<name>.png``: validation accuracy per run with peak and final marked;
-``accuracy_vs_compression.png``; ``accuracy_vs_bytes.png``).
+``accuracy_<name>.png``: accuracy vs compression and accuracy vs bytes).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import asdict
+
 import torch
 
 from lw_runtime.metrics import fmt_ci
-from lw_runtime.wire import message_bytes
 
 from .config import parse_args
 from .loop import train
@@ -96,12 +97,11 @@ def _median_ms(fn, repeats: int) -> float:
 
 def measure_latency(cfg, translator, source, target, examples, repeats: int = 5) -> dict:
     """Per-request wall time (batch 1, median) and peak GPU memory: bridge vs text vs text relay."""
-    import lw_kernels
     from lw_runtime.generate import generate
     from lw_runtime.protocols import full_text_prompt, source_text, target_prompt
     from lw_runtime.source import encode_source
 
-    from .evaluate import relay_messages
+    from .evaluate import quantize_soft, relay_messages
 
     e = examples[0]
     bits = 4
@@ -110,8 +110,7 @@ def measure_latency(cfg, translator, source, target, examples, repeats: int = 5)
         states = encode_source(source, [source_text(e, cfg.protocol)], cfg.source_layer, cfg.max_source_tokens)
         with torch.no_grad():
             soft = translator(states.hidden, states.mask)
-        packed, scales = lw_kernels.quantize(soft.float().contiguous(), bits)
-        soft = lw_kernels.dequantize(packed, scales, bits, dim=soft.shape[-1], dtype=soft.dtype)
+        soft = quantize_soft(soft, bits)
         generate(target, soft, texts=[target_prompt(e, cfg.protocol)], max_new_tokens=cfg.max_new_tokens)
 
     def text():
@@ -137,13 +136,15 @@ def run_plan(name: str, common: list[str], out_dir: Path) -> list[dict]:
     for run_name, flags in PLANS[name]:
         run_dir = out_dir / run_name
         summary_path = run_dir / "summary.json"
+        cfg = parse_args(common + flags + ["--out-dir", str(run_dir)])
         if summary_path.exists():
             summary = json.loads(summary_path.read_text())
-            if "evaluation" in summary:
+            if "evaluation" in summary and "bytes_per_request" in summary and summary.get("config") == asdict(cfg):
                 rows.append({"name": run_name, "flags": " ".join(flags), **summary, "reused": True})
-                print(f"[{name}] {run_name}: reusing {summary_path}", flush=True)
+                print(f"[{name}] {run_name}: reusing {summary_path} (same flags)", flush=True)
                 continue
-        cfg = parse_args(common + flags + ["--out-dir", str(run_dir)])
+        if not cfg.baselines:
+            raise ValueError("train.ablations needs the baselines: drop --no-baselines")
         summary, translator, source, target = train(cfg, return_models=True)
         test = summary.pop("_test_examples")
         summary["bytes_per_request"] = request_bytes(summary, target)

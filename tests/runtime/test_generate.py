@@ -65,3 +65,20 @@ def test_bad_soft_tokens_raise(target):
         generate(target, torch.zeros(4, 576))
     with pytest.raises(ValueError, match="needs soft tokens"):
         generate(target)
+
+
+def test_labels_sit_on_the_positions_of_their_tokens(target):
+    torch.manual_seed(0)
+    soft = torch.randn(2, 3, 576)
+    batch = build_inputs(target, soft, ["\nAnswer:", "\nQuestion: Who?\nAnswer:"], 2, continuations=[" 4821", " Ava"], padding_side="right")
+    emb = target.model.get_input_embeddings()
+    where = batch["labels"] != -100
+    torch.testing.assert_close(batch["inputs_embeds"][where], emb(batch["labels"][where]))
+    # the soft tokens come first (SmolLM2 adds no BOS), in order
+    torch.testing.assert_close(batch["inputs_embeds"][:, :3], soft)
+
+
+def test_source_gets_its_bos_like_hf(source):
+    """Gemma needs <bos>: generate() must tokenize like the model's own tokenizer call."""
+    prompts = ["Passage: Ava Stone's code is 4821.\nQuestion: What is Ava Stone's code?\nAnswer:"]
+    assert generate(source, texts=prompts, max_new_tokens=5) == [hf_greedy(source, prompts[0], 5)]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lw_runtime.source import EmptyTextError, encode_source, resolve_layer
+from lw_runtime.source import EmptyTextError, encode_source, resolve_layer, tokenize_texts
 
 TEXTS = ["Ava's code is 4821.", "Bob Stone has the access code 1234. What is Bob Stone's code?"]
 
@@ -48,3 +48,5 @@ def test_over_long_text_is_truncated_from_the_left_and_counted(source):
     long = "word " * 100 + "What is the code?"
     states = encode_source(source, [long, "short"], max_tokens=16)
     assert states.hidden.shape[1] == 16 and states.num_truncated == 1
+    batch, _ = tokenize_texts(source.tokenizer, [long], 16, "cpu")
+    assert batch["input_ids"][0, -15:].tolist() == source.tokenizer(long).input_ids[-15:]  # the end is kept

@@ -1,4 +1,4 @@
-"""The bridge learns: a CI-sized training run on the embedded default pair (Gemma-3-270M ->
+"""The bridge learns: a training run on the embedded default pair (Gemma-3-270M ->
 SmolLM2-135M-Instruct, 1-fact code relay, soft_only) must beat target-alone by >= 20 points on the
 held-out split (unseen names, templates and codes), and the gain must vanish when the translator's
 output is replaced by noise or by another example's soft tokens.
@@ -30,19 +30,19 @@ LEARNING_ARGS = shlex.split(os.environ.get("LW_LEARNING_ARGS", "--test-examples 
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("learning")
     cfg = parse_args(LEARNING_ARGS + ["--out-dir", str(out), "--no-progress"])
-    summary = train(cfg)
-    return cfg, summary, BottleneckedGatedTranslator.from_pretrained(out / "translator").eval()
+    summary, translator, source, target = train(cfg, return_models=True)
+    return cfg, summary, translator.eval(), source, target
 
 
 @pytest.mark.slow
 def test_bridge_beats_target_alone_by_20_points(trained):
-    _, summary, _ = trained
+    summary = trained[1]
     assert summary["test_bridged_acc"] >= summary["test_target_alone_acc"] + 0.20, summary
 
 
 @pytest.mark.slow
-def test_gain_vanishes_with_noise_or_shuffled_soft_tokens(trained, source, target):
-    cfg, summary, translator = trained
+def test_gain_vanishes_with_noise_or_shuffled_soft_tokens(trained):
+    cfg, summary, translator, source, target = trained  # the very models training used
     test = load_task(cfg.task, "test", cfg.test_examples, seed=cfg.seed)
     cache = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol)
     device = next(translator.parameters()).device
@@ -50,7 +50,7 @@ def test_gain_vanishes_with_noise_or_shuffled_soft_tokens(trained, source, targe
     with torch.no_grad():
         soft = translator(hidden, mask)
     gen = torch.Generator().manual_seed(0)
-    noise = torch.randn(soft.shape, generator=gen)
+    noise = torch.randn(soft.shape, generator=gen).to(soft)
     noise = noise / noise.pow(2).mean(-1, keepdim=True).sqrt() * translator.config.target_rms
     shuffled = soft.roll(1, dims=0)  # each example gets its neighbour's soft tokens
 
