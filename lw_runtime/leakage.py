@@ -27,11 +27,11 @@ class LeakageError(AssertionError):
 
 
 class AnswerLeakError(LeakageError):
-    pass
+    """The gold answer is in a text the target would read."""
 
 
 class SplitOverlapError(LeakageError):
-    pass
+    """An evaluation example also occurs in training (id, passage+question, or answer)."""
 
 
 def _contains(haystack: str, needle: str) -> bool:

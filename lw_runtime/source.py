@@ -21,7 +21,7 @@ from .models import LoadedModel
 
 
 class _StopForward(Exception):
-    pass
+    """Raised by the forward hook once the chosen layer has run: nothing above it is computed."""
 
 
 class EmptyTextError(ValueError):
@@ -86,7 +86,7 @@ def encode_source(
         with torch.inference_mode():
             source.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     except _StopForward:
-        pass
+        pass  # expected: the hook stopped the forward pass after the chosen layer
     finally:
         handle.remove()
     # Clone outside inference mode: the translator trains on these and autograd may save them.
