@@ -5,7 +5,8 @@ target's own ``generate``. The fast runtime (static KV cache, CUDA graphs, strea
 own issue and keeps this signature.
 
 Inputs: either ``soft_tokens`` (B, K, D) or ``translator`` + ``source`` + ``source_texts``; and
-optional ``texts`` (one per row) that the target reads after the soft tokens. Soft tokens with NaN
+optional ``texts`` (one per row) that the target reads after the soft tokens. ``streamer`` is
+passed to HF ``generate`` (``TextIteratorStreamer`` gives the text as it is generated). Soft tokens with NaN
 or Inf, or of the wrong width, raise a ``SoftTokenError`` naming the problem.
 """
 
@@ -117,6 +118,7 @@ def generate(
     eos_token_id: int | list[int] | None = None,
     source_max_tokens: int = 512,
     return_ids: bool = False,
+    streamer=None,
 ):
     """Generate from soft tokens (and optional target text); returns the decoded new text per row."""
     if soft_tokens is None and translator is not None:
@@ -151,6 +153,8 @@ def generate(
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if stop_strings:
             kwargs.update(stop_strings=stop_strings, tokenizer=target.tokenizer)
+        if streamer is not None:  # e.g. transformers.TextIteratorStreamer(target.tokenizer, skip_prompt=True)
+            kwargs.update(streamer=streamer)
         out = target.model.generate(**kwargs)
     if return_ids:
         return out

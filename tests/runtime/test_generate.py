@@ -82,3 +82,18 @@ def test_source_gets_its_bos_like_hf(source):
     """Gemma needs <bos>: generate() must tokenize like the model's own tokenizer call."""
     prompts = ["Passage: Ava Stone's code is 4821.\nQuestion: What is Ava Stone's code?\nAnswer:"]
     assert generate(source, texts=prompts, max_new_tokens=5) == [hf_greedy(source, prompts[0], 5)]
+
+
+def test_streaming_yields_the_same_text(target):
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    torch.manual_seed(2)
+    soft = torch.randn(1, 4, 576) * target.embedding_rms()
+    streamer = TextIteratorStreamer(target.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    worker = threading.Thread(target=generate, args=(target, soft), kwargs=dict(texts=["\nAnswer:"], max_new_tokens=6, streamer=streamer))
+    worker.start()
+    streamed = "".join(streamer)
+    worker.join()
+    assert streamed == generate(target, soft, texts=["\nAnswer:"], max_new_tokens=6)[0]
