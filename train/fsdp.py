@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     print(
         f"\nheld-out test ({n} examples, {cfg.task}, {cfg.protocol}, {summary['num_soft_tokens']} soft tokens, "
         f"{summary['device']}):\n"
-        f"  target alone : {100 * summary['test_target_alone_acc']:.1f}%\n"
+        f"  target alone : {100 * summary['test_target_alone_acc']:.1f}% (plain prompt format)\n"
         f"  bridged      : {100 * summary['test_bridged_acc']:.1f}%\n"
         f"  best val     : {100 * summary['best_val_acc']:.1f}% at step {summary['best_step']} "
         f"(train {summary['train_s']:.0f}s, setup {summary['setup_s']:.0f}s)\n"
