@@ -2,7 +2,8 @@
 
 Each op has a pure-torch reference (`reference.py`) and a Triton implementation (`<op>.py`: kernels,
 launcher, autograd.Function). The public functions below dispatch: CUDA tensors go to Triton,
-CPU tensors to the reference. `LW_FORCE_TRITON=1` sends CPU tensors to Triton too (with
+CPU tensors to the reference. `LW_FORCE_REFERENCE=1` sends CUDA tensors to the reference (to
+compare training dynamics of the two paths). `LW_FORCE_TRITON=1` sends CPU tensors to Triton too (with
 `TRITON_INTERPRET=1` that runs the interpreter; the kernel tests call the Triton entry points
 directly instead). `TRITON_INTERPRET` alone never changes dispatch, so setting it for the kernel
 tests cannot slow down other tests in the same process. Triton is imported only when a Triton
@@ -43,7 +44,7 @@ __all__ = [
 
 def use_triton(t: torch.Tensor) -> bool:
     """True when `t` should take the Triton path (CUDA tensor, or LW_FORCE_TRITON=1)."""
-    if not HAS_TRITON:
+    if not HAS_TRITON or os.environ.get("LW_FORCE_REFERENCE", "") == "1":
         return False
     return t.is_cuda or os.environ.get("LW_FORCE_TRITON", "") == "1"
 

@@ -9,7 +9,9 @@ next to text, token ids and KV cache), ``latency`` (time and memory per request,
 
 Every run trains with the leak guard on and evaluates every baseline on the same test examples
 (``train.evaluate``). Runs whose ``summary.json`` already exists in DIR are read back, not
-retrained, so a long plan can be finished over several calls. Outputs in DIR: ``<name>.json``
+retrained, so a long plan can be finished over several calls. ``--only RUN[,RUN]`` trains just
+those runs of the plan and writes nothing else: several processes can then share one GPU (the
+embedded pair leaves an H100 mostly idle) and a last call without ``--only`` collects. Outputs in DIR: ``<name>.json``
 (every figure, with device, date, commit and command), ``<name>.md`` (tables) and plots
 (``curves_<name>.png``: validation accuracy per run with peak and final marked;
 ``accuracy_<name>.png``: accuracy vs compression and accuracy vs bytes).
@@ -131,9 +133,11 @@ def measure_latency(cfg, translator, source, target, examples, repeats: int = 5)
     return out
 
 
-def run_plan(name: str, common: list[str], out_dir: Path) -> list[dict]:
+def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None = None) -> list[dict]:
     rows = []
     for run_name, flags in PLANS[name]:
+        if only is not None and run_name not in only:
+            continue
         run_dir = out_dir / run_name
         summary_path = run_dir / "summary.json"
         cfg = parse_args(common + flags + ["--out-dir", str(run_dir)])
@@ -242,10 +246,22 @@ def main(argv=None) -> int:
         return 2
     names = list(PLANS) if argv[0] == "all" else [argv[0]]
     common = argv[1:]
+    only = None
+    if "--only" in common:
+        i = common.index("--only")
+        if i + 1 >= len(common):
+            raise SystemExit("--only needs RUN[,RUN]")
+        only = set(common[i + 1].split(","))
+        del common[i : i + 2]
+        known = {run for name in names for run, _ in PLANS[name]}
+        if only - known:
+            raise SystemExit(f"--only: unknown runs {sorted(only - known)}; known: {sorted(known)}")
     out_dir = Path(parse_args(common).out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        rows = run_plan(name, common, out_dir)
+        rows = run_plan(name, common, out_dir, only)
+        if only is not None:
+            continue
         meta = {
             "device": rows[-1]["device"],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
