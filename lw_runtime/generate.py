@@ -1,21 +1,33 @@
-"""``lw_runtime.generate``: HF ``generate`` semantics, with soft tokens in front of the target's text.
+"""``lw_runtime.generate`` / ``stream``: HF ``generate`` semantics, with soft tokens in front of the target's text.
 
-First version: builds ``inputs_embeds`` (left padding) = [soft tokens][target text] and calls the
-target's own ``generate``. The fast runtime (static KV cache, CUDA graphs, streaming packets) is its
-own issue and keeps this signature.
-
-Inputs: either ``soft_tokens`` (B, K, D) or ``translator`` + ``source`` + ``source_texts``; and
-optional ``texts`` (one per row) that the target reads after the soft tokens. ``streamer`` is
-passed to HF ``generate`` (``TextIteratorStreamer`` gives the text as it is generated). Soft tokens with NaN
-or Inf, or of the wrong width, raise a ``SoftTokenError`` naming the problem.
+Inputs: ``soft_tokens`` (B, K, D), or ``translator`` + ``source`` + ``source_texts``, or ``packets``
+(lw_runtime.encode's wire format); and optional ``texts`` (one per row) that the target reads
+after the soft tokens, as [BOS if the tokenizer uses one][soft tokens][text], left padded.
+Decisions:
+- ``runtime="auto"`` runs Llama-family targets on the static runtime (lw_runtime.runtime: own
+  forward, static KV cache, CUDA-graphed decode) and everything else on HF ``generate``; greedy output
+  is token-identical between the two in fp32 (tests/runtime/test_runtime.py).
+- Packets are decoded chunk by chunk and each contiguous run of soft tokens is prefilled as it
+  arrives; the text follows once the message is complete.
+- One row of soft tokens with several texts is prefilled once and its KV copied into every row.
+- ``streamer=`` takes HF streamers (``TextIteratorStreamer``) on both paths; ``stream()`` yields
+  text pieces without a thread on the static path.
+Soft tokens with NaN or Inf, or of the wrong width, raise a ``SoftTokenError`` naming the problem.
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Iterator
 
+import torch
+from transformers.generation.stopping_criteria import StopStringCriteria
+
+from .decode_loop import DecodeLoop, logits_processors
 from .models import LoadedModel
+from .packets import Decoder, decode
+from .runtime import UnsupportedModelError, cache_length, runtime_for
 from .source import encode_source
+from .wire import ChunkError
 
 
 class SoftTokenError(ValueError):
@@ -100,6 +112,180 @@ def build_inputs(
     }
 
 
+RUNTIMES = ("auto", "static", "hf")
+
+
+def select_runtime(target: LoadedModel, runtime: str = "auto"):
+    """The StaticRuntime for ``target`` ("static"/"auto" on Llama-family models), or None for HF generate."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "hf":
+        return None
+    try:
+        return runtime_for(target.model)
+    except UnsupportedModelError:
+        if runtime == "static":
+            raise
+        return None
+
+
+def _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens):
+    """Soft tokens from the arguments (None when packets carry them) and the number of output rows."""
+    if packets is not None:
+        if soft_tokens is not None or source_texts is not None:
+            raise ValueError("pass packets, or soft tokens / source texts, not both")
+        return None, None
+    if soft_tokens is None and translator is not None:
+        if source is None or source_texts is None:
+            raise ValueError("generate with a translator needs `source` and `source_texts`")
+        translator.check_compatible(source.hidden_size, target.hidden_size)
+        states = encode_source(source, source_texts, translator.config.source_layer, source_max_tokens)
+        device = next(translator.parameters()).device
+        with torch.no_grad():
+            soft_tokens = translator(states.hidden.to(device), states.mask.to(device))
+    if soft_tokens is not None:
+        check_soft_tokens(soft_tokens, target.hidden_size)
+        rows = soft_tokens.shape[0]
+        if rows == 1 and texts is not None and len(texts) > 1:
+            rows = len(texts)  # one message's soft tokens serve every text (a prefix)
+        return soft_tokens, rows
+    if texts is not None:
+        return None, len(texts)
+    raise ValueError("generate needs soft tokens, packets, a translator with source texts, or texts")
+
+
+def _ready_tokens(decoder: Decoder) -> int:
+    """How many leading soft tokens of the message have arrived (chunks may come in any order).
+
+    Reads the Decoder's per-token arrival mask: only a contiguous head can be prefilled, because
+    every token's keys depend on the tokens before it."""
+    received = decoder._received
+    if received is None:
+        return 0
+    missing = (~received).nonzero()
+    return int(missing[0]) if len(missing) else len(received)
+
+
+def _packet_chunks(target, packets, translator, dtype):
+    """(batch, num_soft, iterator of soft-token chunks in token order) from packets as they arrive."""
+    if isinstance(packets, (bytes, bytearray, memoryview)):
+        packets = [packets]
+    packets = iter(packets)
+    decoder = Decoder(translator=translator, dtype=dtype, device=target.device, _single_message=True)
+    first = next(packets, None)
+    if first is None:
+        raise ChunkError("no packets to decode")
+    decoder.feed(first)
+    batch, num_soft, _ = decoder._buffer.shape
+
+    def chunks():
+        done = 0
+        for packet in _chain_first(packets):
+            if packet is not None:
+                decoder.feed(packet)
+            ready = _ready_tokens(decoder)
+            if ready > done:
+                yield decoder._buffer[:, done:ready]
+                done = ready
+        decoder.result()  # ChunkError when tokens are missing
+
+    return batch, num_soft, chunks()
+
+
+def _chain_first(packets):
+    yield None  # the first packet was fed already
+    yield from packets
+
+
+def _prefill(target, rt, batch: int, num_soft: int, chunks, texts, max_new_tokens: int) -> None:
+    """[BOS][soft chunks...] for ``batch`` rows, then each text (left padded); one soft row with
+    several texts is prefilled once and copied into every row (prefix cache)."""
+    tok, device = target.tokenizer, target.device
+    rows = batch if texts is None else len(texts)
+    shared = batch == 1 and rows > 1
+    if not shared and rows != batch:
+        raise ValueError(f"got {rows} texts for a batch of {batch}")
+    text_ids = [tok(t, add_special_tokens=False)["input_ids"] if t else [] for t in (texts or [""] * rows)]
+    width = max(len(ids) for ids in text_ids)
+    bos = bos_prefix(tok)
+    head = len(bos) + num_soft
+    if head + width == 0:
+        raise ValueError("nothing for the target to read: no soft tokens and empty texts")
+    rt.start(batch, cache_length(head if shared else head + width + max_new_tokens))
+    if bos:
+        rt.prefill_chunk(target.embed(torch.tensor([bos] * batch, device=device)))
+    for chunk in chunks:
+        check_soft_tokens(chunk, target.hidden_size)
+        rt.prefill_chunk(chunk.to(device=device, dtype=rt.dtype))
+    if shared:
+        rt.start(rows, cache_length(head + width + max_new_tokens), prefix=rt.snapshot())
+    if width:
+        ids = torch.full((rows, width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(rows, width, dtype=torch.bool)
+        for i, row in enumerate(text_ids):
+            if row:
+                ids[i, width - len(row):] = torch.tensor(row)
+                mask[i, width - len(row):] = True
+        rt.prefill_chunk(target.embed(ids.to(device)), mask.to(device))
+
+
+def _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, *, max_new_tokens, do_sample, temperature,
+                 top_p, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, generator, sync_every):
+    """Prefill on the static runtime and return the DecodeLoop that generates from there."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if packets is not None:
+        batch, num_soft, chunks = _packet_chunks(target, packets, translator, rt.dtype)
+        _prefill(target, rt, batch, num_soft, chunks, texts, max_new_tokens)
+    elif soft_tokens is not None and soft_tokens.shape[0] == 1 and rows > 1:
+        _prefill(target, rt, 1, soft_tokens.shape[1], [soft_tokens], texts, max_new_tokens)
+    else:  # one shot, the same left-padded layout HF generate reads
+        inputs = build_inputs(target, soft_tokens, texts, rows)
+        rt.start(rows, cache_length(inputs["inputs_embeds"].shape[1] + max_new_tokens))
+        rt.prefill_chunk(inputs["inputs_embeds"], inputs["attention_mask"])
+    tok = target.tokenizer
+    gc = getattr(target.model, "generation_config", None)
+    top_k = getattr(gc, "top_k", None)
+    processors = logits_processors(do_sample=do_sample, temperature=temperature, top_p=top_p,
+                                   top_k=50 if top_k is None else top_k, repetition_penalty=repetition_penalty,
+                                   no_repeat_ngram_size=no_repeat_ngram_size)
+    stop = StopStringCriteria(tokenizer=tok, stop_strings=stop_strings) if stop_strings else None
+    return DecodeLoop(rt, rt.prefill_logits(), max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                      eos_token_id=eos_token_id if eos_token_id is not None else tok.eos_token_id,
+                      processors=processors, do_sample=do_sample, stop_criteria=stop, generator=generator,
+                      sync_every=sync_every)
+
+
+def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_new_tokens, do_sample, temperature,
+                 top_p, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, streamer):
+    if packets is not None:
+        soft_tokens = decode(packets, translator=translator, dtype=target.model.dtype, device=target.device)
+        check_soft_tokens(soft_tokens, target.hidden_size)
+        rows = len(texts) if texts is not None and soft_tokens.shape[0] == 1 else soft_tokens.shape[0]
+    if soft_tokens is not None and soft_tokens.shape[0] == 1 and rows > 1:
+        soft_tokens = soft_tokens.expand(rows, -1, -1)
+    inputs = build_inputs(target, soft_tokens, texts, rows)
+    kwargs = dict(
+        inputs_embeds=inputs["inputs_embeds"],
+        attention_mask=inputs["attention_mask"],
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        pad_token_id=target.tokenizer.pad_token_id,
+        eos_token_id=eos_token_id if eos_token_id is not None else target.tokenizer.eos_token_id,
+    )
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if stop_strings:
+        kwargs.update(stop_strings=stop_strings, tokenizer=target.tokenizer)
+    if streamer is not None:  # e.g. transformers.TextIteratorStreamer(target.tokenizer, skip_prompt=True)
+        kwargs.update(streamer=streamer)
+    return target.model.generate(**kwargs)
+
+
 def generate(
     target: LoadedModel,
     soft_tokens: torch.Tensor | None = None,
@@ -108,6 +294,7 @@ def generate(
     source: LoadedModel | None = None,
     source_texts: list[str] | None = None,
     texts: list[str] | None = None,
+    packets=None,
     max_new_tokens: int = 32,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -119,43 +306,122 @@ def generate(
     source_max_tokens: int = 512,
     return_ids: bool = False,
     streamer=None,
+    runtime: str = "auto",
+    generator: torch.Generator | None = None,
 ):
-    """Generate from soft tokens (and optional target text); returns the decoded new text per row."""
-    if soft_tokens is None and translator is not None:
-        if source is None or source_texts is None:
-            raise ValueError("generate with a translator needs `source` and `source_texts`")
-        translator.check_compatible(source.hidden_size, target.hidden_size)
-        states = encode_source(source, source_texts, translator.config.source_layer, source_max_tokens)
-        with torch.no_grad():
-            soft_tokens = translator(states.hidden.to(next(translator.parameters()).device), states.mask.to(next(translator.parameters()).device))
-    if soft_tokens is not None:
-        check_soft_tokens(soft_tokens, target.hidden_size)
-        batch = soft_tokens.shape[0]
-    elif texts is not None:
-        batch = len(texts)
-    else:
-        raise ValueError("generate needs soft tokens, a translator with source texts, or texts")
+    """Generate from soft tokens or packets (and optional target text); returns the decoded new text per row.
+
+    ``packets``: bytes or an iterable of packets of one message (chunks in any order; with an
+    iterator the soft tokens are prefilled as their chunks arrive); ``translator`` then only decodes
+    them (fingerprint check, bottleneck projection). One row of soft tokens with several ``texts``
+    serves every text. ``runtime``: "auto" (static runtime for Llama-family targets, else HF),
+    "static" (UnsupportedModelError for other targets) or "hf". ``generator`` seeds sampling on the
+    static runtime (HF's path uses the global RNG).
+    """
+    soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens)
+    rt = select_runtime(target, runtime)
+    args = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                stop_strings=stop_strings, eos_token_id=eos_token_id)
     with torch.no_grad():
-        inputs = build_inputs(target, soft_tokens, texts, batch)
-        kwargs = dict(
-            inputs_embeds=inputs["inputs_embeds"],
-            attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            pad_token_id=target.tokenizer.pad_token_id,
-            eos_token_id=eos_token_id if eos_token_id is not None else target.tokenizer.eos_token_id,
-        )
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p)
+        if rt is None:
+            out = _hf_generate(target, soft_tokens, packets, translator, texts, rows, streamer=streamer, **args)
         else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if stop_strings:
-            kwargs.update(stop_strings=stop_strings, tokenizer=target.tokenizer)
-        if streamer is not None:  # e.g. transformers.TextIteratorStreamer(target.tokenizer, skip_prompt=True)
-            kwargs.update(streamer=streamer)
-        out = target.model.generate(**kwargs)
+            loop = _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, generator=generator,
+                                sync_every=1 if streamer is not None else 16, **args)
+            if streamer is None:
+                out = loop.run()
+            else:
+                try:
+                    streamer.put(torch.zeros(loop.generated.shape[0], 0, dtype=torch.long))  # HF's empty prompt
+                    for nxt in loop:
+                        streamer.put(nxt.cpu())
+                finally:
+                    streamer.end()
+                out = loop.ids()
     if return_ids:
         return out
     return target.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+class _TextPieces:
+    """Incremental detokenisation: each new token's text, holding back an incomplete UTF-8 character."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.sent = tokenizer, [], 0
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.sent = text[self.sent :], len(text)
+        return piece
+
+    def finish(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        return text[self.sent :]
+
+
+def stream(target: LoadedModel, soft_tokens: torch.Tensor | None = None, **kwargs) -> Iterator[str]:
+    """Like ``generate`` for one row, but yields the generated text piece by piece as it is decoded.
+
+    Takes ``generate``'s keyword arguments except ``streamer`` and ``return_ids``; the pieces join
+    to ``generate``'s text. On the HF path it runs HF generate in a thread with a TextIteratorStreamer.
+    """
+    for bad in ("streamer", "return_ids"):
+        if bad in kwargs:
+            raise TypeError(f"stream() does not take {bad!r}")
+    runtime = kwargs.pop("runtime", "auto")
+    rt = select_runtime(target, runtime)
+    if rt is None:
+        yield from _stream_hf(target, soft_tokens, kwargs)
+        return
+    source_args = {k: kwargs.pop(k, None) for k in ("translator", "source", "source_texts", "texts", "packets")}
+    source_max_tokens = kwargs.pop("source_max_tokens", 512)
+    generator = kwargs.pop("generator", None)
+    soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, source_args["translator"], source_args["source"],
+                                             source_args["source_texts"], source_args["texts"], source_args["packets"],
+                                             source_max_tokens)
+    args = dict(max_new_tokens=32, do_sample=False, temperature=1.0, top_p=1.0, repetition_penalty=1.0,
+                no_repeat_ngram_size=0, stop_strings=None, eos_token_id=None)
+    unknown = set(kwargs) - set(args)
+    if unknown:
+        raise TypeError(f"stream() got unexpected arguments {sorted(unknown)}")
+    args.update(kwargs)
+    with torch.no_grad():
+        loop = _static_loop(target, rt, soft_tokens, source_args["packets"], source_args["translator"],
+                            source_args["texts"], rows, generator=generator, sync_every=1, **args)
+        if loop.generated.shape[0] != 1:
+            raise ValueError(f"stream() generates one row, got a batch of {loop.generated.shape[0]}")
+        pieces = _TextPieces(target.tokenizer)
+        for nxt in loop:
+            piece = pieces.add(int(nxt[0]))
+            if piece:
+                yield piece
+    tail = pieces.finish()
+    if tail:
+        yield tail
+
+
+def _stream_hf(target, soft_tokens, kwargs):
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(target.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    errors = []
+
+    def work():
+        try:
+            generate(target, soft_tokens, runtime="hf", streamer=streamer, **kwargs)
+        except Exception as exc:  # re-raised in the consumer's thread below
+            errors.append(exc)
+            streamer.end()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    yield from streamer
+    worker.join()
+    if errors:
+        raise errors[0]
