@@ -3,6 +3,8 @@
 Decisions: the defaults train the embedded default pair (Gemma-3-270M -> SmolLM2-135M-Instruct) on
 the 1-fact code relay in the ``soft_only`` protocol; every part of the stability recipe is a
 boolean flag (``--no-<name>`` turns it off). ``--tokens`` overrides the preset's soft-token count.
+``--batch-size`` is the global batch (all processes, all micro-batches), so a run's losses do not
+depend on how many processes share it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class TrainConfig:
     gate_init: float = _f(0.0, "initial value of every residual gate (output scaled by tanh(gate))")
     target_layers: int = _f(0, "keep only the target's first N blocks (0 = all); a cheaper setting for CPU tests")
     steps: int = _f(1200, "optimizer steps")
-    batch_size: int = _f(32, "examples per step")
+    batch_size: int = _f(32, "global batch: examples per optimizer step over all processes and micro-batches (per process per micro-batch: batch / (world x grad-accum))")
+    grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation); --batch-size stays the global batch")
     lr: float = _f(1e-3, "translator learning rate (AdamW)")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to gates, norms and queries)")
     warmup: int = _f(40, "linear warmup steps, then cosine decay")
@@ -59,6 +62,13 @@ class TrainConfig:
     patience: int = _f(4, "evaluations without improvement before stopping")
     cache_source: bool = _f(True, "encode the training pool with the frozen source once, not every step")
     seed: int = _f(0, "seed for data, initialisation and order")
+    shard_target: bool = _f(False, "shard the frozen target's blocks with FSDP2 across processes (default: replicated; shard only when it does not fit)")
+    activation_checkpointing: bool = _f(False, "recompute the target's block activations in backward instead of keeping them")
+    checkpoint_every: int = _f(200, "steps between checkpoints in out-dir/checkpoints (torch Distributed Checkpoint; 0 = off)")
+    keep_checkpoints: int = _f(2, "complete checkpoints kept (older ones are deleted after a new one is written)")
+    resume: bool = _f(False, "continue from the latest complete checkpoint in out-dir/checkpoints (same losses as an uninterrupted run)")
+    max_nonfinite: int = _f(10, "steps with a non-finite loss or gradient are skipped; stop with an error once more than this many were")
+    tensorboard: bool = _f(True, "also log to out-dir/tensorboard when the tensorboard package is installed")
     device: str = _f("auto", "cpu, cuda or auto")
     dtype: str = _f("auto", "model dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)")
     out_dir: str = _f("runs/default", "where checkpoints, metrics.jsonl and the final translator go")

@@ -1,12 +1,15 @@
-"""Entry point: ``python -m train.fsdp [flags]`` (``--help`` lists every flag).
+"""Entry point: ``python -m train.fsdp [flags]`` or ``torchrun --nproc_per_node=N -m train.fsdp [flags]``.
 
-In this version it trains in one process on the CPU or one GPU; the FSDP2 / torchrun path comes
-with its own issue and keeps these flags. It prints target-alone vs bridged accuracy on the
-held-out test split and writes ``summary.json`` and ``metrics.jsonl`` to ``--out-dir``.
+One process (CPU or one GPU) without torchrun; under torchrun the translator is sharded with FSDP2
+(``train.distributed``), checkpoints go through torch Distributed Checkpoint (``train.checkpoint``)
+and the flags mean the same (``--batch-size`` is the global batch). Rank 0 prints target-alone vs
+bridged accuracy on the held-out test split and writes ``summary.json`` and ``metrics.jsonl`` to
+``--out-dir``; ``docs/training.md`` covers launching, checkpoints and memory.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .config import parse_args
@@ -16,6 +19,8 @@ from .loop import train
 def main(argv=None) -> int:
     cfg = parse_args(argv)
     summary = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     n = summary["test_examples"]
     print(
         f"\nheld-out test ({n} examples, {cfg.task}, {cfg.protocol}, {summary['num_soft_tokens']} soft tokens, "
@@ -34,6 +39,8 @@ def main(argv=None) -> int:
             print(f"  {name:<14} {fmt_ci(m):<22} empty {m['empty']:>3}  loops {m['repetition_loops']:>3}")
         d = summary["evaluation"]["diagnostics"]
         print(f"  compression {d['compression_ratio']:.1f}x (passage {d['passage_tokens_mean']:.1f} tokens / {d['soft_tokens']} soft tokens)")
+    elif "evaluation_skipped" in summary:
+        print(f"\nbaselines skipped: {summary['evaluation_skipped']}")
     return 0
 
 

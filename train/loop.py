@@ -1,4 +1,4 @@
-"""One-process training of a translator between a frozen source and a frozen target LLM.
+"""Training a translator between a frozen source and a frozen target LLM, in one process or under torchrun.
 
 Flow per step: source states (cached once per example, the source is frozen) -> translator ->
 soft tokens -> target with the protocol's prompt and the teacher-forced answer -> loss
@@ -7,20 +7,30 @@ soft tokens -> target with the protocol's prompt and the teacher-forced answer -
 extraction; the best translator is kept and restored at the end (early stopping with patience).
 The held-out test split is read once, at the end, for bridged and target-alone accuracy.
 
-FSDP across processes is a separate issue; this module is what ``train.fsdp`` runs in one process.
+Decisions for several processes (``train.distributed`` wraps the models, ``train.checkpoint``
+writes checkpoints): ``--batch-size`` is the global batch and every rank draws the same seeded
+global order, then takes its own contiguous share, so losses match a one-process run of the same
+batch (dropout masks aside). Validation and test are sharded over ranks; correct counts are summed
+and rank 0's early-stopping decision is broadcast. A non-finite loss or gradient skips the step
+(no update) and is counted; more than ``--max-nonfinite`` stops the run. Baselines run on rank 0
+(whole target needed, so not with ``--shard-target``).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
+import os
 import random
+import shutil
+import signal
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lw_runtime.data import load_task
@@ -38,8 +48,10 @@ from lw_runtime.protocols import (
 from lw_runtime.source import encode_source
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
-from . import losses
+from . import distributed, losses
+from .checkpoint import Checkpointer
 from .config import TrainConfig
+from .distributed import DistContext
 
 
 def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
@@ -217,37 +229,289 @@ def shared_cache(cfg: TrainConfig, source) -> "SourceCache":
     return _CACHES[key]
 
 
+def answer_token_count(tokenizer, answers: list[str]) -> int:
+    """Labelled tokens ``build_inputs`` makes for these answers (answer ids + EOS each)."""
+    return sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
+
+
+def full_state(module: nn.Module) -> dict:
+    """The full (unsharded) state dict on every rank, on the CPU; a plain state_dict in one process."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def greedy_texts(target, soft, prompts, max_new_tokens, synced: bool) -> list[str]:
+    """``lw_runtime.generate`` (greedy); with a sharded target every rank keeps stepping until all
+    are done (HF ``synced_gpus``), since each forward all-gathers the blocks' weights."""
+    if not synced:
+        return generate(target, soft, texts=prompts, max_new_tokens=max_new_tokens)
+    from lw_runtime.generate import build_inputs
+
+    with torch.no_grad():
+        batch = len(prompts)
+        inputs = build_inputs(target, soft, prompts, batch)
+        tok = target.tokenizer
+        out = target.model.generate(
+            inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"], max_new_tokens=max_new_tokens,
+            do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id, synced_gpus=True,
+        )
+    return tok.batch_decode(out, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def evaluate_sharded(ctx: DistContext, examples, run_chunk, batch_size: int = 32) -> tuple[float, list[str]]:
+    """Each rank scores an equal contiguous share (the last one padded by repeating the final
+    example, not scored, so every rank runs the same number of batches); correct counts are summed
+    over ranks and the outputs gathered in order on every rank."""
+    n = len(examples)
+    per = math.ceil(n / ctx.world)
+    start = ctx.rank * per
+    mine = examples[start : start + per]
+    real = len(mine)
+    padded = mine + [examples[-1]] * (per - real) if n else []
+    outputs = []
+    for i in range(0, per, batch_size):
+        outputs += run_chunk(padded[i : i + batch_size])
+    outputs = outputs[:real]
+    correct = sum(exact_match(t, e.answer) for t, e in zip(outputs, mine))
+    total = ctx.all_reduce_sum([float(correct)])[0]
+    gathered = ctx.gather_objects(outputs)
+    return total / max(1, n), [t for part in gathered for t in part]
+
+
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard when installed) on rank 0; nothing on the other ranks."""
+
+    def __init__(self, out: Path, ctx: DistContext, tensorboard: bool, truncate_after: int | None = None):
+        self.file, self.writer = None, None
+        if not ctx.is_main:
+            return
+        path = out / "metrics.jsonl"
+        if truncate_after is not None and path.exists():  # a resumed run rewrites what follows its checkpoint
+            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
+        self.file = path.open("a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=truncate_after + 1 if truncate_after else None)
+            except ImportError:
+                warnings.warn("tensorboard is not installed: TensorBoard logging skipped (metrics.jsonl has everything)", stacklevel=2)
+
+    def write(self, record: dict) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+            for rank, mb in enumerate(record.get("peak_mem_mb", [])):
+                self.writer.add_scalar(f"memory/peak_mb_rank{rank}", mb, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _fault(kind: str, step: int) -> None:
+    """Test hook: ``LW_FAULT_KILL=step:N`` (after step N is logged and checkpointed) or
+    ``checkpoint:N`` (step N's checkpoint half-written) kills this process with SIGKILL."""
+    if os.environ.get("LW_FAULT_KILL") == f"{kind}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Trainer:
+    """The translator, the InfoNCE projection and AdamW, wrapped for the process layout, and one
+    optimizer step over a global batch. ``train`` drives it; ``benchmarks/gpu_train.py`` times it.
+
+    Data: the global batch is split into ``grad_accum`` micro-batches, each split into equal
+    contiguous shares per rank. Losses are scaled so that the gradient equals the single-process
+    gradient on the whole global batch: answer CE (and teacher KL) are sums over this rank's answer
+    tokens x world / (answer tokens in the global batch), since FSDP averages gradients over ranks;
+    InfoNCE is computed on the micro-batch gathered from every rank (weight / grad_accum).
+    """
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, source, target, cache, calibration):
+        self.cfg, self.ctx, self.source, self.target, self.cache = cfg, ctx, source, target, cache
+        device = ctx.device
+        if cfg.batch_size % (ctx.world * cfg.grad_accum):
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} (the global batch) must be divisible by processes x --grad-accum "
+                f"= {ctx.world} x {cfg.grad_accum}"
+            )
+        self.micro = cfg.batch_size // (ctx.world * cfg.grad_accum)
+        translator = build_translator(cfg, source, target).to(device)
+        translator.check_compatible(source.hidden_size, target.hidden_size)
+        if calibration is not None:
+            translator.calibrate_source(*calibration)
+        projection = nn.Linear(source.hidden_size, target.hidden_size, bias=False).to(device)
+        self.model = nn.ModuleDict({"translator": translator, **({"projection": projection} if cfg.infonce else {})})
+        if ctx.distributed:
+            distributed.shard_translator(translator, projection if cfg.infonce else None, ctx)
+            if ctx.rank:  # different dropout masks on each rank; rank 0 keeps the single-process stream
+                torch.manual_seed(cfg.seed + 1_000_003 * ctx.rank)
+        self.translator, self.projection = translator, projection
+        extra = list(projection.parameters()) if cfg.infonce else []
+        self.optimizer = torch.optim.AdamW(param_groups(translator, extra, cfg), betas=(0.9, 0.98))
+        self.trainable = list(translator.parameters()) + extra
+        self.last_soft = None
+
+    def _micro_loss(self, examples, scale: float, infonce_on: bool):
+        cfg, ctx = self.cfg, self.ctx
+        hidden, mask = self.cache.batch(examples, ctx.device)
+        soft = self.translator(hidden, mask)
+        answers = [answer_continuation(e.answer) for e in examples]
+        inputs = losses.student_inputs(self.target, soft, [target_prompt(e, cfg.protocol) for e in examples], answers)
+        logits, labels = losses.answer_logits(self.target, inputs)
+        ce_sum = F.cross_entropy(logits, labels, reduction="sum")
+        loss = ce_sum * scale
+        sums = {"ce": float(ce_sum.detach()), "kl": 0.0, "infonce": 0.0, "target_tokens": float(inputs["attention_mask"].sum())}
+        if cfg.kl_teacher:
+            kl_sum = losses.teacher_kl(logits, losses.teacher_logits(self.target, [full_text_prompt(e) for e in examples], answers)) * labels.numel()
+            loss = loss + cfg.kl_weight * kl_sum * scale
+            sums["kl"] = float(kl_sum.detach())
+        if infonce_on:
+            pooled = distributed.all_gather_with_grad(soft.float().mean(1), ctx).unsqueeze(1)
+            source_pooled = distributed.all_gather_no_grad(losses.pooled_source(hidden, mask), ctx)
+            nce = losses.info_nce(pooled, source_pooled, self.projection)
+            loss = loss + cfg.infonce_weight * nce / cfg.grad_accum
+            sums["infonce"] = float(nce.detach()) / cfg.grad_accum
+        self.last_soft = soft.detach()
+        return loss, sums
+
+    def step(self, step: int, batch: list) -> dict:
+        """One optimizer step on the global ``batch`` (the same list on every rank). Returns the
+        log record; ``record["skipped"]`` is set when the loss or gradient was not finite."""
+        cfg, ctx = self.cfg, self.ctx
+        started = time.perf_counter()
+        n_tokens = answer_token_count(self.target.tokenizer, [answer_continuation(e.answer) for e in batch])
+        scale = ctx.world / n_tokens
+        infonce_on = cfg.infonce and step >= cfg.warmup // 2
+        per_micro = cfg.batch_size // cfg.grad_accum
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "target_tokens": 0.0}
+        for a in range(cfg.grad_accum):
+            chunk = batch[a * per_micro : (a + 1) * per_micro]
+            loss, sums = self._micro_loss(chunk[ctx.rank * self.micro : (ctx.rank + 1) * self.micro], scale, infonce_on)
+            loss.backward()
+            for k in totals:
+                totals[k] += sums[k]
+        distributed.sync_replicated_grads(self.trainable, ctx)
+        peak = distributed.peak_memory_mb(ctx.device)
+        rows = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak])
+        ce = sum(r[0] for r in rows) / n_tokens
+        parts = {"ce": ce}
+        loss_value = ce
+        if cfg.kl_teacher:
+            parts["kl"] = sum(r[1] for r in rows) / n_tokens
+            loss_value += cfg.kl_weight * parts["kl"]
+        if infonce_on:
+            parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
+            loss_value += cfg.infonce_weight * parts["infonce"]
+        norm = distributed.total_grad_norm(self.translator.parameters())
+        extra_norm = distributed.total_grad_norm(self.projection.parameters()) if infonce_on else torch.zeros(())
+        finite = math.isfinite(loss_value) and bool(torch.isfinite(norm)) and bool(torch.isfinite(extra_norm))
+        if cfg.grad_clip > 0:
+            parts["grad_norm"] = float(norm)
+        factor = lr_factor(step, cfg)
+        if finite:
+            if cfg.grad_clip > 0:
+                distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, norm)
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        step_s = time.perf_counter() - started
+        record = {"step": step + 1, "loss": loss_value, **parts, "lr": cfg.lr * factor}
+        if not finite:
+            record["skipped"] = True
+        record.update(
+            step_s=round(step_s, 4),
+            samples_per_s=round(cfg.batch_size / step_s, 2),
+            tokens_per_s=round(sum(r[2] for r in rows) / step_s, 1),
+            peak_mem_mb=[round(r[3], 1) for r in rows],
+        )
+        return record
+
+    def evaluate(self, examples, translator=None, synced: bool | None = None) -> tuple[float, list[str]]:
+        """Bridged accuracy on ``examples`` (greedy generation, strict extraction)."""
+        cfg, ctx = self.cfg, self.ctx
+        translator = translator if translator is not None else self.translator
+        if not ctx.distributed:
+            return evaluate_bridge(translator, self.cache, self.target, examples, cfg.protocol, max_new_tokens=cfg.max_new_tokens, device=ctx.device)
+        synced = cfg.shard_target if synced is None else synced
+        was_training = translator.training
+        translator.eval()
+
+        def run_chunk(chunk):
+            hidden, mask = self.cache.batch(chunk, ctx.device)
+            soft = translator(hidden, mask)
+            return greedy_texts(self.target, soft, [target_prompt(e, cfg.protocol) for e in chunk], cfg.max_new_tokens, synced)
+
+        try:
+            return evaluate_sharded(ctx, examples, run_chunk)
+        finally:
+            translator.train(was_training)
+
+
 def train(cfg: TrainConfig, return_models: bool = False):
     """Train and evaluate; returns the summary dict (also written to ``out_dir/summary.json``).
 
     With ``return_models`` it returns ``(summary, translator, source, target)`` and the summary
-    carries the test examples under ``_test_examples`` (not written to disk)."""
+    carries the test examples under ``_test_examples`` (not written to disk). Under torchrun every
+    rank returns; only rank 0's summary carries the baselines."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # CPU: denormals in the frozen target's backward cost 10x per step
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device, dtype = resolve_device(cfg)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-
-    source, target = shared_models(cfg, device, dtype)
-    restore_target = truncate_blocks(target, cfg.target_layers)
+    ctx = distributed.init(cfg.device, force=cfg.shard_target)
     try:
-        summary, translator, test_set = _train(cfg, source, target, device, t0)
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        device, dtype = resolve_device(cfg)
+        if ctx.distributed:
+            device = ctx.device
+        else:
+            ctx.device = device
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+
+        source, target = shared_models(cfg, device, dtype)
+        restore_target = truncate_blocks(target, cfg.target_layers)
+        undo_checkpointing = distributed.apply_activation_checkpointing(target) if cfg.activation_checkpointing else (lambda: None)
+        try:
+            if cfg.shard_target:
+                distributed.shard_target(target, ctx)
+            summary, translator, test_set = _train(cfg, ctx, source, target, t0)
+        finally:
+            undo_checkpointing()
+            restore_target()
+            if cfg.shard_target:  # its weights are DTensors of this process group now
+                _MODELS.clear()
+                _CACHES.clear()
     finally:
-        restore_target()
+        distributed.shutdown(ctx)
     if return_models:
         return {**summary, "_test_examples": test_set}, translator, source, target
     return summary
 
 
-def _train(cfg: TrainConfig, source, target, device, t0) -> tuple:
+def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     out = Path(cfg.out_dir)
-    translator = build_translator(cfg, source, target).to(device)
-    translator.check_compatible(source.hidden_size, target.hidden_size)
-
+    device = ctx.device
+    translator_rng = torch.get_rng_state()  # the translator is initialised from here, as in one process
     train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed)
     eval_task = cfg.eval_task or cfg.task
     # answers are compared only within one task family: an arithmetic result that happens to
@@ -258,94 +522,132 @@ def _train(cfg: TrainConfig, source, target, device, t0) -> tuple:
     test_set = load_task(eval_task, "test", cfg.test_examples, seed=cfg.seed)
     check_disjoint(train_set, val_set + test_set, compare_answers=compare_answers)
     check_disjoint(val_set, test_set, compare_answers=eval_task.startswith("relay"))
+    # every rank encodes every example the same way, so source states are bitwise those of one process
     cache = shared_cache(cfg, source)
     cache.fill(train_set + val_set + test_set)
     setup_s = time.time() - t0
 
     calib = train_set[: min(len(train_set), 512)]
-    translator.calibrate_source(*cache.batch(calib, device))
-    projection = nn.Linear(source.hidden_size, target.hidden_size, bias=False).to(device)
-    extra = list(projection.parameters()) if cfg.infonce else []
-    optimizer = torch.optim.AdamW(param_groups(translator, extra, cfg), betas=(0.9, 0.98))
-    log = (out / "metrics.jsonl").open("a")
+    torch.set_rng_state(translator_rng)
+    trainer = Trainer(cfg, ctx, source, target, cache, cache.batch(calib, device))
+    translator = trainer.translator
+
+    ckpt = Checkpointer(out / "checkpoints", ctx, cfg.keep_checkpoints)
     rng = random.Random(cfg.seed)
     order: list = []
     best = {"acc": -1.0, "step": 0, "state": None}
-    history, bad_evals, step = [], 0, 0
+    history, bad_evals, start, nonfinite, finished, resumed_from = [], 0, 0, 0, False, None
+    if cfg.resume and ckpt.latest() is not None:
+        path = ckpt.latest()
+        state, best_state = ckpt.load(path, trainer.model, trainer.optimizer)
+        start, order, bad_evals, nonfinite, finished = state["step"], state["order"], state["bad_evals"], state["nonfinite"], state["finished"]
+        version, internal, gauss = state["data_rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        history = [tuple(h) for h in state["history"]]
+        best = {"acc": state["best_acc"], "step": state["best_step"], "state": best_state}
+        resumed_from = start
+        if ctx.is_main:
+            print(f"resumed from {path} (step {start}, {state['world_size']} process(es) wrote it)", flush=True)
+    else:
+        if cfg.resume and ctx.is_main:
+            print(f"--resume: no complete checkpoint in {ckpt.root}; starting fresh", flush=True)
+        if ckpt.complete() and ctx.is_main:  # a fresh run: keep the previous run's checkpoints one generation
+            previous = ckpt.root.with_name("checkpoints.prev")
+            shutil.rmtree(previous, ignore_errors=True)
+            ckpt.root.rename(previous)
+            print(f"fresh run: the previous checkpoints moved to {previous}", flush=True)
+        ctx.barrier()
+    ckpt.clear_partial()
+    log = MetricsLog(out, ctx, cfg.tensorboard, truncate_after=resumed_from)
 
-    try:
+    def train_state(step_done: int, done: bool) -> dict:
+        return {
+            "step": step_done, "order": order, "data_rng": rng.getstate(), "bad_evals": bad_evals, "nonfinite": nonfinite,
+            "finished": done, "history": history, "best_acc": best["acc"], "best_step": best["step"], "seed": cfg.seed,
+        }
+
+    bar = None
+    if ctx.is_main and cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, disable=not cfg.progress, desc="train", dynamic_ncols=True)
-    except ImportError:  # tqdm is a dependency; this only guards odd installs
-        bar = None
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
     translator.train()
-    for step in range(cfg.steps):
+    step, throughput, stop = start - 1, [], finished
+    for step in range(start, cfg.steps):
+        if stop:
+            step -= 1
+            break
         if len(order) < cfg.batch_size:
             fresh = list(range(len(train_set)))
             rng.shuffle(fresh)
             order.extend(fresh)
         batch = [train_set[order.pop()] for _ in range(cfg.batch_size)]
-        hidden, mask = cache.batch(batch, device)
-        soft = translator(hidden, mask)
-        answers = [answer_continuation(e.answer) for e in batch]
-        logits, labels = losses.answer_logits(target, losses.student_inputs(target, soft, [target_prompt(e, cfg.protocol) for e in batch], answers))
-        ce = losses.answer_cross_entropy(logits, labels)
-        loss = ce
-        parts = {"ce": ce.item()}
-        if cfg.kl_teacher:
-            kl = losses.teacher_kl(logits, losses.teacher_logits(target, [full_text_prompt(e) for e in batch], answers))
-            loss = loss + cfg.kl_weight * kl
-            parts["kl"] = kl.item()
-        if cfg.infonce and step >= cfg.warmup // 2:
-            nce = losses.info_nce(soft, losses.pooled_source(hidden, mask), projection)
-            loss = loss + cfg.infonce_weight * nce
-            parts["infonce"] = nce.item()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}: {parts}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            parts["grad_norm"] = float(nn.utils.clip_grad_norm_(translator.parameters(), cfg.grad_clip))
-        factor = lr_factor(step, cfg)
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * factor
-        optimizer.step()
-        record = {"step": step + 1, "loss": float(loss), **parts, "lr": cfg.lr * factor, "time_s": round(time.time() - t0, 2)}
+        record = trainer.step(step, batch)
+        record["time_s"] = round(time.time() - t0, 2)
+        throughput.append(record["samples_per_s"])
+        if record.get("skipped"):
+            nonfinite += 1
+            if nonfinite > cfg.max_nonfinite:
+                log.write(record)
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at step {step + 1}: {nonfinite} steps skipped, more than "
+                    f"--max-nonfinite {cfg.max_nonfinite}; last record {record}. Lower --lr or check the inputs; "
+                    f"--resume continues from the last checkpoint in {ckpt.root}"
+                )
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            acc, _ = evaluate_bridge(translator, cache, target, val_set, cfg.protocol, max_new_tokens=cfg.max_new_tokens, device=device)
+            acc, _ = trainer.evaluate(val_set)
             record["val_acc"] = acc
-            record["soft_cosine"] = losses.mean_pairwise_cosine(soft.detach())
+            record["soft_cosine"] = losses.mean_pairwise_cosine(trainer.last_soft)
             history.append((step + 1, acc))
             if acc > best["acc"]:
-                best = {"acc": acc, "step": step + 1, "state": copy.deepcopy(translator.state_dict())}
-                translator.save_pretrained(out / "best")
+                state = full_state(translator)
+                best = {"acc": acc, "step": step + 1, "state": state}
+                if ctx.is_main:
+                    (_plain_translator(translator.config, state) if ctx.distributed else translator).save_pretrained(out / "best")
                 bad_evals = 0
             else:
                 bad_evals += 1
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+        stop = ctx.broadcast_flag(cfg.early_stopping and bad_evals >= cfg.patience)
+        log.write(record)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", val=record.get("val_acc", ""))
-        if cfg.early_stopping and bad_evals >= cfg.patience:
-            break
+        last = stop or step + 1 == cfg.steps
+        if cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last):
+            ckpt.save(step + 1, trainer.model, trainer.optimizer, train_state(step + 1, last), best["state"], fault=_fault)
+        _fault("step", step + 1)
     if bar is not None:
         bar.close()
     log.close()
     train_s = time.time() - t0 - setup_s
     final_val = history[-1][1] if history else float("nan")
-    if cfg.early_stopping and best["state"] is not None:
-        translator.load_state_dict(best["state"])
+
+    # the translator that is evaluated and saved: a plain module (no collectives) on every rank
+    use_best = cfg.early_stopping and best["state"] is not None
+    if ctx.distributed:
+        final = _plain_translator(translator.config, best["state"] if use_best else full_state(translator)).to(device)
+    else:
+        final = translator
+        if use_best:
+            translator.load_state_dict(best["state"])
 
     for e in test_set:
         check_target_inputs(e, {"prompt": target_prompt(e, cfg.protocol)})
-    test_acc, test_out = evaluate_bridge(translator, cache, target, test_set, cfg.protocol, max_new_tokens=cfg.max_new_tokens, device=device)
-    alone_acc, alone_out = evaluate_text(target, test_set, [target_alone_prompt(e, cfg.protocol) for e in test_set], max_new_tokens=cfg.max_new_tokens)
-    translator.save_pretrained(out / "translator")
+    test_acc, test_out = trainer.evaluate(test_set, translator=final)
+    alone_prompts = [target_alone_prompt(e, cfg.protocol) for e in test_set]
+    if ctx.distributed:
+        alone_acc, alone_out = evaluate_sharded(
+            ctx, test_set,
+            lambda chunk: greedy_texts(target, None, [target_alone_prompt(e, cfg.protocol) for e in chunk], cfg.max_new_tokens, cfg.shard_target),
+        )
+    else:
+        alone_acc, alone_out = evaluate_text(target, test_set, alone_prompts, max_new_tokens=cfg.max_new_tokens)
+    if ctx.is_main:
+        final.save_pretrained(out / "translator")
     summary = {
         "config": asdict(cfg),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "world_size": ctx.world,
         "steps_run": step + 1,
         "best_val_acc": best["acc"],
         "best_step": best["step"],
@@ -354,14 +656,33 @@ def _train(cfg: TrainConfig, source, target, device, t0) -> tuple:
         "test_target_alone_acc": alone_acc,
         "test_examples": len(test_set),
         "num_soft_tokens": translator.config.num_soft_tokens,
+        "nonfinite_steps": nonfinite,
+        "resumed_from_step": resumed_from,
+        "samples_per_s_median": sorted(throughput)[len(throughput) // 2] if throughput else None,
+        "peak_mem_mb_per_rank": [round(r[0], 1) for r in ctx.all_gather_floats([distributed.peak_memory_mb(device)])],
         "setup_s": round(setup_s, 1),
         "train_s": round(train_s, 1),
         "samples": {"bridged": test_out[:5], "target_alone": alone_out[:5], "gold": [e.answer for e in test_set[:5]]},
     }
     if cfg.baselines:
-        from .evaluate import evaluate_all
+        if ctx.distributed and cfg.shard_target:
+            summary["evaluation_skipped"] = (
+                "baselines need the whole target in one process; run train.evaluate on the saved translator "
+                "(out-dir/translator) in one process"
+            )
+        elif ctx.is_main:
+            from .evaluate import evaluate_all
 
-        summary["evaluation"] = evaluate_all(cfg, translator, source, target, cache, val_set, test_set, cfg.relay_tokens, device)
+            summary["evaluation"] = evaluate_all(cfg, final, source, target, cache, val_set, test_set, cfg.relay_tokens, device)
     summary["history"] = history
-    _atomic_json(out / "summary.json", summary)
-    return summary, translator, test_set
+    if ctx.is_main:
+        _atomic_json(out / "summary.json", summary)
+    return summary, final, test_set
+
+
+def _plain_translator(config: TranslatorConfig, state: dict) -> BottleneckedGatedTranslator:
+    """An unsharded translator holding ``state``; built without touching the RNG streams training uses."""
+    with torch.random.fork_rng(devices=[]):
+        plain = BottleneckedGatedTranslator(config)
+    plain.load_state_dict(state)
+    return plain
