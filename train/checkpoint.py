@@ -24,10 +24,12 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,6 +73,14 @@ class Checkpointer:
     def __init__(self, root: str | Path, ctx: DistContext, keep: int = 2):
         self.root, self.ctx, self.keep = Path(root), ctx, max(1, keep)
 
+    @contextlib.contextmanager
+    def _one_process_quiet(self):
+        """DCP warns that it assumes one process when there is no process group: that is intended here."""
+        with warnings.catch_warnings():
+            if not self.ctx.distributed:
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            yield
+
     def complete(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
         if not self.root.exists():
@@ -107,7 +117,8 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         self.ctx.barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+        with self._one_process_quiet():
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{self.ctx.rank}.pt")
         if fault is not None:
@@ -140,7 +151,8 @@ class Checkpointer:
 
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=str(path))
+        with self._one_process_quiet():
+            dcp.load(state, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         train_state = json.loads((path / "train_state.json").read_text())
         rng_file = path / "rng" / f"rank_{self.ctx.rank}.pt"
