@@ -1,9 +1,10 @@
 """Static KV cache for the receiver runtime: preallocated buffers, one shared write slot, per-row validity.
 
 Decisions (gpt-fast style, see docs/runtime.md):
-- Keys and values live in two buffers of shape (layers, batch, kv_heads, max_len, head_dim),
-  allocated once; a forward writes its tokens at slots ``[length, length + T)`` with ``index_copy_``,
-  so shapes never change and a decode step can be captured in a CUDA graph.
+- Keys and values live in preallocated buffers of shape (batch, kv_heads, max_len, head_dim), one
+  pair per layer (separate tensors, not views of one, so torch.compile sees whole-buffer in-place
+  writes as gpt-fast's do); a forward writes its tokens at slots ``[length, length + T)`` with
+  ``index_copy_``, so shapes never change and a decode step can be captured in a CUDA graph.
 - Every row writes at the same slot; rows of different lengths differ only in which slots are
   ``valid`` (a (batch, max_len) bool mask that attention reads) and in ``next_pos``, the RoPE position
   of each row's next token. Padding can therefore sit anywhere (``[pad][soft][text]`` or
@@ -29,26 +30,37 @@ class KVCache:
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device):
-        shape = (num_layers, batch, kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
         self.length = 0  # slots written so far (host-side; the same for every row)
 
     @property
     def batch(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
+
+    @property
+    def layout(self) -> tuple:
+        """(layers, kv_heads, head_dim, dtype, device): what a prefix must share to be copied in."""
+        _, kv_heads, _, head_dim = self.k[0].shape
+        return len(self.k), kv_heads, head_dim, self.k[0].dtype, self.k[0].device
 
     @property
     def bytes_per_token(self) -> int:
         """Bytes of keys + values one token takes across all layers."""
-        layers, _, kv_heads, _, head_dim = self.k.shape
-        return 2 * layers * kv_heads * head_dim * self.k.element_size()
+        _, kv_heads, _, head_dim = self.k[0].shape
+        return 2 * len(self.k) * kv_heads * head_dim * self.k[0].element_size()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the whole preallocated cache holds."""
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
     def request_bytes(self) -> list[int]:
         """KV bytes each row's valid tokens take (what a request costs, without padding)."""
@@ -66,7 +78,7 @@ class KVCache:
             raise CacheFullError(
                 f"{self.length} cached + {num_slots} new tokens exceed the static cache of {self.max_len} slots"
             )
-        return torch.arange(self.length, self.length + num_slots, device=self.k.device)
+        return torch.arange(self.length, self.length + num_slots, device=self.valid.device)
 
     def load_prefix(self, prefix: "PrefixCache", rows: list[int] | None = None) -> None:
         """Copy prefix rows into slots [0, prefix.length) of this (empty) cache.
@@ -83,15 +95,14 @@ class KVCache:
             raise ValueError(f"prefix rows map {len(rows)} rows onto a batch of {self.batch}")
         if any(not 0 <= r < src.batch for r in rows):
             raise ValueError(f"prefix rows {rows} out of range for a prefix of {src.batch} rows")
-        same = [src.k.shape[i] == self.k.shape[i] for i in (0, 2, 4)]
-        if not all(same) or src.k.dtype != self.k.dtype or src.k.device != self.k.device:
-            raise ValueError("prefix was made for another model, dtype or device (layers, KV heads, head size differ)")
+        if src.layout != self.layout:
+            raise ValueError(f"prefix was made for another model, dtype or device: {src.layout} vs {self.layout}")
         n = prefix.length
         if n > self.max_len:
             raise CacheFullError(f"prefix of {n} tokens does not fit a cache of {self.max_len} slots")
-        index = torch.tensor(rows, device=self.k.device)
-        self.k[:, :, :, :n] = src.k[:, :, :, :n].index_select(1, index)
-        self.v[:, :, :, :n] = src.v[:, :, :, :n].index_select(1, index)
+        index = torch.tensor(rows, device=self.valid.device)
+        for dst, part in zip(self.k + self.v, src.k + src.v):
+            dst[:, :, :n] = part[:, :, :n].index_select(0, index)
         self.valid[:, :n] = src.valid[:, :n].index_select(0, index)
         self.next_pos.copy_(src.next_pos.index_select(0, index))
         self.length = n

@@ -156,7 +156,7 @@ class LlamaForward:
             cache.k[i].index_copy_(2, slots, k)
             cache.v[i].index_copy_(2, slots, v)
             q = q.reshape(b, self.kv_heads, rep * t, hd)  # heads g*rep..g*rep+rep-1 share KV head g
-            o = F.scaled_dot_product_attention(q, cache.k[i, :, :, :kv_len], cache.v[i, :, :, :kv_len],
+            o = F.scaled_dot_product_attention(q, cache.k[i][:, :, :kv_len], cache.v[i][:, :, :kv_len],
                                                attn_mask=mask, scale=hd**-0.5)
             o = o.view(b, self.heads, t, hd).transpose(1, 2).reshape(b, t, self.heads * hd)
             x = x + F.linear(o, *layer.o)
@@ -192,6 +192,7 @@ class StaticRuntime:
         fuse = device.type == "cuda" if fuse_weights is None else fuse_weights
         self.forward = LlamaForward(model, fuse_weights=fuse)
         self.fuse_weights = fuse
+        self.weights_key = _weights_key(self.forward.embed)  # where the weights were when read
         self.device, self.dtype = device, self.forward.embed.dtype
         self.cuda_graphs = (device.type == "cuda") if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and device.type != "cuda":
@@ -237,8 +238,8 @@ class StaticRuntime:
         src = self.cache
         n = max(src.length, 1)
         copy = KVCache(self.forward.num_layers, src.batch, self.forward.kv_heads, n, self.forward.head_dim, self.dtype, self.device)
-        copy.k.copy_(src.k[:, :, :, :n])
-        copy.v.copy_(src.v[:, :, :, :n])
+        for dst, part in zip(copy.k + copy.v, src.k + src.v):
+            dst.copy_(part[:, :, :n])
         copy.valid.copy_(src.valid[:, :n])
         copy.next_pos.copy_(src.next_pos)
         copy.length = src.length
@@ -318,7 +319,8 @@ class StaticRuntime:
 
         With CUDA graphs the returned tensor is the graph's output buffer: read it before the next step."""
         cache, slot = self.cache, self.active
-        cache.reserve(1)
+        if cache.length >= cache.max_len:
+            cache.reserve(1)  # raises CacheFullError
         slot.slot.fill_(cache.length)
         if self.cuda_graphs:
             slot.tokens.copy_(tokens)
@@ -333,13 +335,22 @@ class StaticRuntime:
         return logits
 
 
+def _weights_key(embed: torch.Tensor) -> tuple:
+    return embed.data_ptr(), embed.dtype, embed.device
+
+
 _RUNTIMES: "weakref.WeakKeyDictionary[torch.nn.Module, StaticRuntime]" = weakref.WeakKeyDictionary()
 
 
 def runtime_for(model, **kwargs) -> StaticRuntime:
-    """The StaticRuntime kept for ``model`` (built on first use; UnsupportedModelError for other models)."""
+    """The StaticRuntime kept for ``model`` (built on first use; UnsupportedModelError for other models).
+
+    Rebuilt when asked for other settings or when the model's weights moved (``.to(...)``), since
+    the runtime holds references to the tensors it read."""
     rt = _RUNTIMES.get(model)
-    if rt is None or (kwargs and any(getattr(rt, k, None) != v for k, v in kwargs.items())):
+    embed = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    stale = rt is not None and (embed is None or rt.weights_key != _weights_key(embed))
+    if rt is None or stale or (kwargs and any(getattr(rt, k, None) != v for k, v in kwargs.items())):
         rt = StaticRuntime(model, **kwargs)
         _RUNTIMES[model] = rt
     return rt

@@ -75,6 +75,16 @@ def test_first_step_logits_match_hf_forward():
     torch.testing.assert_close(rt.prefill_logits(), want, atol=1e-5, rtol=1e-5)
 
 
+def test_runtime_is_rebuilt_when_the_model_moves():
+    from lw_runtime.runtime import runtime_for
+
+    model = tiny_llama()
+    first = runtime_for(model)
+    assert runtime_for(model) is first
+    model.to(torch.float64)
+    assert runtime_for(model) is not first and runtime_for(model).dtype == torch.float64
+
+
 def test_fused_weights_give_the_same_tokens_and_leave_the_hf_model_intact():
     model = tiny_llama()
     embeds, mask = left_padded([6, 2], width=6)
@@ -229,5 +239,6 @@ def test_stream_pieces_join_to_generate_text(target):
     pieces = list(stream(target, soft, texts=["\nAnswer:"], max_new_tokens=8))
     assert len(pieces) > 1
     assert "".join(pieces) == lw_runtime.generate(target, soft, texts=["\nAnswer:"], max_new_tokens=8)[0]
+    assert "".join(stream(target, soft, texts=["\nAnswer:"], max_new_tokens=8, runtime="hf")) == "".join(pieces)
     with pytest.raises(ValueError, match="one row"):
         list(stream(target, soft_tokens(target, 2), texts=SOFT_TEXTS, max_new_tokens=2))
