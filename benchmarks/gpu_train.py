@@ -1,0 +1,304 @@
+"""Training throughput and peak memory of ``train.loop.Trainer`` (the code ``python -m train.fsdp`` runs).
+
+Usage (one GPU):   python benchmarks/gpu_train.py --out results/train/h100 [--source S --target T]
+Several GPUs:      torchrun --nproc_per_node=N benchmarks/gpu_train.py --out DIR [--compare DIR1/gpu_train.json]
+CPU dry run:       python benchmarks/gpu_train.py --quick --device cpu --out /tmp/gpu_train
+
+Measurements (each in its own try/except; an error is recorded in the JSON and the next one runs):
+- ``embedded``: the embedded default pair (or any --source/--target), its preset and real source
+  cache, global batch 32; only when --source and --target are given.
+- ``8b``: a Mistral-7B-shaped source -> Llama-3.1-8B-shaped target, random bf16 weights built on the
+  GPU (``train.random_models``), the high_capacity preset (K = 64, depth 8, bottleneck 1024),
+  global batch --batch-size (16) of 256 source tokens, target replicated vs sharded (FSDP2; with one
+  GPU sharding is the same code path with a world of one), each without and with activation
+  checkpointing of the target's blocks. Source states are random (B, 256, 4096) tensors standing in
+  for the cache (training never runs the source once its states are cached); the source model
+  still sits in GPU memory and one encode of 256-token texts is timed on its own.
+Every measurement: process group (world of one without torchrun), FSDP2 translator with bf16
+parameters and fp32 reduction, 2 untimed steps, then --steps timed optimizer steps (median).
+Peak memory: torch.cuda.max_memory_allocated per rank (reset per measurement); on CPU the process's
+peak RSS, which only grows. Target prompts use a byte tokenizer (3-4x the tokens of a real one).
+``--compare`` takes a JSON from a run with fewer GPUs and adds scaling efficiency
+(samples/s ratio / GPU ratio) for measurements of the same name.
+Writes DIR/gpu_train.json and DIR/gpu_train.md (device, commit, date, command) from rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lw_runtime.data import load_task  # noqa: E402
+from lw_runtime.source import encode_source  # noqa: E402
+from train import distributed  # noqa: E402
+from train.config import parse_args as train_args  # noqa: E402
+from train.loop import SourceCache, Trainer, truncate_blocks  # noqa: E402
+from train.random_models import build_random  # noqa: E402
+
+T0 = time.time()
+
+
+def log(ctx, *a):
+    if ctx.is_main:
+        print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
+
+
+def commit() -> str:
+    if os.environ.get("LW_COMMIT"):
+        return os.environ["LW_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class RandomSourceCache:
+    """Stands in for ``SourceCache``: (B, T, D) random source states, all tokens real."""
+
+    def __init__(self, dim: int, tokens: int, dtype=torch.float32):
+        self.dim, self.tokens, self.dtype = dim, tokens, dtype
+        self.gen = None
+
+    def reset(self):
+        self.gen = None
+
+    def batch(self, examples, device):
+        if self.gen is None:
+            self.gen = torch.Generator(device=device).manual_seed(0)
+        hidden = torch.randn(len(examples), self.tokens, self.dim, device=device, generator=self.gen, dtype=self.dtype)
+        return hidden, torch.ones(len(examples), self.tokens, dtype=torch.bool, device=device)
+
+
+def free(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def time_trainer(ctx, cfg, source, target, cache, examples, steps: int) -> dict:
+    """Build a Trainer (FSDP2 translator) and time ``steps`` optimizer steps after 2 untimed ones."""
+    torch.manual_seed(0)  # every measurement starts from the same translator: first losses must agree
+    if hasattr(cache, "reset"):
+        cache.reset()
+    calib = cache.batch(examples[: min(64, len(examples))], ctx.device)
+    trainer = Trainer(cfg, ctx, source, target, cache, calib)
+    records = []
+    pos = 0
+    for step in range(steps + 2):
+        batch = [examples[(pos + i) % len(examples)] for i in range(cfg.batch_size)]
+        pos += cfg.batch_size
+        records.append(trainer.step(step + 1, batch))
+    timed = records[2:]
+    step_s = statistics.median(r["step_s"] for r in timed)
+    out = {
+        "step_ms_median": round(1000 * step_s, 2),
+        "step_ms_all": [round(1000 * r["step_s"], 2) for r in timed],
+        "samples_per_s": round(cfg.batch_size / step_s, 2),
+        "samples_per_s_per_gpu": round(cfg.batch_size / step_s / ctx.world, 2),
+        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in timed), 1),
+        "peak_mem_gb_per_rank": [round(m / 1024, 2) for m in timed[-1]["peak_mem_mb"]],
+        "loss_first_last": [round(records[0]["loss"], 4), round(records[-1]["loss"], 4)],
+        "translator_params_m": round(sum(p.numel() for p in trainer.translator.parameters()) / 1e6, 2),
+    }
+    del trainer
+    return out
+
+
+def measure(results, ctx, name, fn, budget_s):
+    if time.time() - T0 > budget_s:
+        results.append({"name": name, "error": f"skipped: past the {budget_s:.0f}s time budget"})
+        log(ctx, name, "skipped (time budget)")
+        return
+    free(ctx.device)
+    started = time.time()
+    try:
+        row = {"name": name, **fn()}
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, the next measurement runs
+        row = {"name": name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+    row["wall_s"] = round(time.time() - started, 1)
+    results.append(row)
+    log(ctx, name, {k: v for k, v in row.items() if k not in ("traceback", "step_ms_all")})
+
+
+def shape_runs(args, ctx, results):
+    dev, dtype = ctx.device, (torch.bfloat16 if ctx.device.type == "cuda" else torch.float32)
+    source_shape, target_shape = ("tiny", "tiny-wide") if args.quick else ("mistral-7b", "llama-3.1-8b")
+    preset = "tiny" if args.quick else "high_capacity"
+    source_layer = -1 if args.quick else 16
+    tokens = 32 if args.quick else args.source_tokens
+    examples = load_task("relay_code", "train", 256, seed=0)
+    log(ctx, f"building random {source_shape} (source) and {target_shape} (target) on {dev}")
+    source = build_random(source_shape, device=dev, dtype=dtype, seed=1)
+
+    def cfg(**kw):
+        flags = ["--preset", preset, "--source-layer", str(source_layer), "--batch-size", str(args.batch_size),
+                 "--warmup", "0", "--max-source-tokens", str(tokens), "--device", dev.type, "--no-progress"]
+        flags += ["--shard-target"] if kw.get("shard") else []
+        flags += ["--activation-checkpointing"] if kw.get("ac") else []
+        return train_args(flags)
+
+    def source_encode():
+        text = " ".join(e.passage for e in examples[:8])
+        texts = [text] * max(1, args.batch_size // ctx.world)
+        times = []
+        for _ in range(3):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            states = encode_source(source, texts, source_layer, tokens)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return {"source_tokens": int(states.mask.sum(1)[0]), "batch_per_rank": len(texts),
+                "encode_ms_median": round(1000 * statistics.median(times), 2),
+                "samples_per_s_per_gpu": round(len(texts) / statistics.median(times), 2)}
+
+    measure(results, ctx, f"source_encode {source_shape}", source_encode, args.budget_s)
+    cache = RandomSourceCache(source.hidden_size, tokens)
+    for shard in (False, True):
+        target = build_random(target_shape, device=dev, dtype=dtype, seed=2)
+        if shard:
+            distributed.shard_target(target, ctx)
+        for ac in (False, True):
+            undo = distributed.apply_activation_checkpointing(target) if ac else (lambda: None)
+            name = f"{target_shape} {preset} target={'sharded' if shard else 'replicated'} ac={'on' if ac else 'off'}"
+            try:
+                measure(results, ctx, name, lambda: {"target": "sharded" if shard else "replicated", "activation_checkpointing": ac,
+                                                       "global_batch": args.batch_size, "source_tokens": tokens,
+                                                       **time_trainer(ctx, cfg(shard=shard, ac=ac), source, target, cache, examples, args.steps)},
+                        args.budget_s)
+            finally:
+                undo()
+        del target
+        free(dev)
+
+
+def embedded_runs(args, ctx, results):
+    from lw_runtime.models import load_model
+
+    dev = ctx.device
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    log(ctx, f"loading {args.source} -> {args.target}")
+    source, target = load_model(args.source, dtype=dtype, device=dev), load_model(args.target, dtype=dtype, device=dev)
+    batch = 8 if args.quick else 32
+    flags = ["--source", args.source, "--target", args.target, "--batch-size", str(batch), "--warmup", "0", "--device", dev.type, "--no-progress"]
+    if args.quick:
+        flags += ["--preset", "tiny", "--source-layer", "-1"]
+    cfg0 = train_args(flags)
+    examples = load_task(cfg0.task, "train", 256, seed=0)
+    cache = SourceCache(source, cfg0.source_layer, cfg0.max_source_tokens, cfg0.protocol)
+    cache.fill(examples)
+    restore = truncate_blocks(target, cfg0.target_layers)
+    try:
+        for ac in (False, True):
+            undo = distributed.apply_activation_checkpointing(target) if ac else (lambda: None)
+            cfg = train_args(flags + (["--activation-checkpointing"] if ac else []))
+            try:
+                measure(results, ctx, f"embedded {cfg.preset} target=replicated ac={'on' if ac else 'off'}",
+                        lambda: {"target": "replicated", "activation_checkpointing": ac, "global_batch": batch,
+                                 **time_trainer(ctx, cfg, source, target, cache, examples, args.steps)}, args.budget_s)
+            finally:
+                undo()
+    finally:
+        restore()
+
+
+def write(args, ctx, results, out: Path):
+    device = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    launcher = f"torchrun --nproc_per_node={ctx.world} " if "LOCAL_RANK" in os.environ and ctx.world > 1 else "python "
+    report = {
+        "device": device, "world_size": ctx.world, "commit": commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": launcher + " ".join([sys.argv[0], *sys.argv[1:]]),
+        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "total_s": round(time.time() - T0, 1), "results": results,
+    }
+    if args.compare:
+        base = {r["name"]: r for r in json.loads(Path(args.compare).read_text())["results"] if "samples_per_s" in r}
+        base_world = json.loads(Path(args.compare).read_text())["world_size"]
+        for r in results:
+            if r["name"] in base and "samples_per_s" in r:
+                speedup = r["samples_per_s"] / base[r["name"]]["samples_per_s"]
+                r["scaling_vs_compare"] = {"speedup": round(speedup, 3), "efficiency": round(speedup * base_world / ctx.world, 3),
+                                           "compare_world_size": base_world}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_train.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"# Training throughput ({device}, {ctx.world} process(es))", "",
+        f"commit {report['commit']}, {report['date']}, torch {report['torch']}, transformers {report['transformers']}", "",
+        f"`{report['command']}`", "",
+        "| measurement | global batch | step ms (median) | samples/s | samples/s/GPU | tokens/s | peak GB per rank | scaling eff. | error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        eff = r.get("scaling_vs_compare", {}).get("efficiency", "")
+        step = r.get("step_ms_median", r.get("encode_ms_median", ""))
+        lines.append(f"| {r['name']} | {r.get('global_batch', r.get('batch_per_rank', ''))} | {step} | {r.get('samples_per_s', '')} | "
+                     f"{r.get('samples_per_s_per_gpu', '')} | {r.get('tokens_per_s', '')} | {r.get('peak_mem_gb_per_rank', '')} | {eff} | "
+                     f"{r.get('error', '')[:120]} |")
+    timed = [r for r in results if "samples_per_s" in r and "target" in r and "embedded" not in r["name"]]
+    if timed:
+        best = max(timed, key=lambda r: r["samples_per_s"])
+        firsts = [r["loss_first_last"][0] for r in timed]
+        lines += ["", f"Fastest: {best['name']} ({best['samples_per_s']} samples/s).",
+                  f"First-step loss of every variant (same seed and batch; replicated/sharded/AC must agree): {firsts}."]
+    if ctx.device.type == "cpu":
+        lines += ["", "CPU: peak memory is the process's peak RSS, which never goes down between measurements."]
+    (out / "gpu_train.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results/train")
+    p.add_argument("--source", default="", help="source model for the embedded-default measurement (with --target)")
+    p.add_argument("--target", default="")
+    p.add_argument("--batch-size", type=int, default=16, help="global batch of the 8B measurements")
+    p.add_argument("--source-tokens", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 2 untimed)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="tiny shapes (CPU dry run); numbers mean nothing")
+    p.add_argument("--no-shapes", action="store_true", help="skip the 7B/8B-shaped measurements")
+    p.add_argument("--budget-s", type=float, default=420.0, help="measurements starting later than this are skipped")
+    p.add_argument("--compare", default="", help="gpu_train.json of a run with fewer GPUs: adds scaling efficiency")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.steps = 4, 2
+    torch.manual_seed(0)
+    ctx = distributed.init(args.device, force=True)
+    results: list = []
+    try:
+        log(ctx, f"device {ctx.device}, world {ctx.world}")
+        if args.source and args.target:
+            try:
+                embedded_runs(args, ctx, results)
+            except Exception as exc:  # noqa: BLE001
+                results.append({"name": "embedded", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]})
+            free(ctx.device)
+        if not args.no_shapes:
+            shape_runs(args, ctx, results)
+        if ctx.is_main:
+            write(args, ctx, results, Path(args.out))
+            print((Path(args.out) / "gpu_train.md").read_text())
+    finally:
+        distributed.shutdown(ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
