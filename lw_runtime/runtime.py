@@ -55,6 +55,14 @@ def check_supported(model) -> None:
     inner = getattr(model, "model", None)
     if not all(hasattr(inner, a) for a in ("layers", "norm", "rotary_emb")) or not hasattr(model, "lm_head"):
         raise UnsupportedModelError(f"{name}: expected .model.layers/.model.norm/.model.rotary_emb and .lm_head")
+    for layer in inner.layers:
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if not (all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj"))
+                and all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj"))
+                and hasattr(layer, "input_layernorm") and hasattr(layer, "post_attention_layernorm")):
+            raise UnsupportedModelError(f"{name}: decoder layers are not plain Llama layers (wrapped or modified)")
+    if any(hasattr(p, "_local_tensor") or hasattr(p, "device_mesh") for p in model.parameters()):
+        raise UnsupportedModelError(f"{name}: parameters are sharded (DTensor, e.g. FSDP2); the runtime needs whole weights")
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -135,11 +143,16 @@ class LlamaForward:
         return cos[0].to(self.embed.dtype), sin[0].to(self.embed.dtype)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.lm_head, self.lm_head_bias).float()
+        with torch.autocast(hidden.device.type, enabled=False):
+            return F.linear(hidden, self.lm_head, self.lm_head_bias).float()
 
     def __call__(self, x, cache: KVCache, slots, positions, mask, cos_table, sin_table, kv_len: int):
         """x (B, T, D) embeddings written at cache ``slots`` (T,) with RoPE ``positions`` (B, T);
         ``mask`` (B, 1, T, kv_len) bool says which cached slots each query reads. Returns the final-norm hidden states."""
+        with torch.autocast(x.device.type, enabled=False):  # the cache has the weights' dtype; no autocast casts
+            return self._forward(x, cache, slots, positions, mask, cos_table, sin_table, kv_len)
+
+    def _forward(self, x, cache, slots, positions, mask, cos_table, sin_table, kv_len):
         b, t, _ = x.shape
         hd, rep = self.head_dim, self.heads // self.kv_heads
         cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)  # (B, 1, T, hd)

@@ -178,6 +178,10 @@ def test_unsupported_architecture_raises_and_generate_falls_back(target):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(target.tokenizer))).eval()
     with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel"):
         StaticRuntime(gpt2)
+    wrapped = tiny_llama()
+    wrapped.model.layers[1] = torch.nn.Sequential(wrapped.model.layers[1])
+    with pytest.raises(UnsupportedModelError, match="not plain Llama layers"):
+        StaticRuntime(wrapped)
     small = LoadedModel(model=gpt2, tokenizer=target.tokenizer, name="tiny-gpt2")
     with pytest.raises(UnsupportedModelError):
         lw_runtime.generate(small, texts=["Hello"], max_new_tokens=2, runtime="static")
@@ -185,6 +189,15 @@ def test_unsupported_architecture_raises_and_generate_falls_back(target):
         small, texts=["Hello"], max_new_tokens=2, runtime="hf")
     with pytest.raises(ValueError, match="runtime must be one of"):
         lw_runtime.generate(small, texts=["Hello"], runtime="fast")
+
+
+def test_autocast_around_generation_changes_nothing():
+    model = tiny_llama()
+    embeds, mask = left_padded([5, 2], width=5)
+    want = hf_greedy(model, embeds, mask, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ours_greedy(StaticRuntime(model), embeds, mask, 6)
+    assert torch.equal(got, want)
 
 
 def test_bad_prefill_input_and_full_cache_raise():
