@@ -17,6 +17,12 @@ Design (see docs/ARCHITECTURE.md):
   (heads x head_dim = bottleneck), so attention, gate and residual add are one fused op
   (``lw_kernels.gated_cross_attention``: Triton on CUDA, torch reference on CPU). The SwiGLU that
   follows mixes the heads.
+- ``source_position`` gives the memory a sense of order, which RoPE models do not write into their
+  hidden states: "none"; "learned" (an absolute position table indexed by each token's position
+  among the real tokens, so left padding does not shift it; positions past the table reuse its
+  last row); "conv" (a depthwise causal convolution over the last 4 source tokens, added as a
+  residual, so each token's memory also says what came just before it). Without it a translator
+  carried the first digits of a 4-digit code and confused the later ones (" 4335" for 4333).
 - Output projection to the target embedding dim, then RMS-matched LayerNorm: each soft token is
   scaled to the RMS of the target's embedding table (``target_rms``, stored in the config).
 - ``save_pretrained`` / ``from_pretrained``: config JSON + safetensors.
@@ -36,6 +42,10 @@ import lw_kernels
 
 CONFIG_NAME = "translator_config.json"
 WEIGHTS_NAME = "translator.safetensors"
+
+
+SOURCE_POSITIONS = ("none", "learned", "conv")
+CONV_WIDTH = 4
 
 
 class TranslatorMismatchError(ValueError):
@@ -58,6 +68,8 @@ class TranslatorConfig:
     gate_init: float = 0.0
     rms_match: bool = True
     target_rms: float = 1.0
+    source_position: str = "none"  # "none" | "learned" | "conv"
+    max_source_positions: int = 1024
     source_model: str = ""
     target_model: str = ""
 
@@ -66,6 +78,8 @@ class TranslatorConfig:
             raise ValueError(f"bottleneck_dim {self.bottleneck_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_soft_tokens < 1 or self.depth < 0:
             raise ValueError("num_soft_tokens must be >= 1 and depth >= 0")
+        if self.source_position not in SOURCE_POSITIONS:
+            raise ValueError(f"source_position must be one of {SOURCE_POSITIONS}, got {self.source_position!r}")
         if self.source_norm not in ("rms", "layer"):
             raise ValueError(f"source_norm must be 'rms' or 'layer', got {self.source_norm!r}")
 
@@ -143,6 +157,10 @@ class BottleneckedGatedTranslator(nn.Module):
         d = config.bottleneck_dim
         self.source_norm = RMSNorm(config.source_dim) if config.source_norm == "rms" else nn.LayerNorm(config.source_dim)
         self.source_proj = nn.Linear(config.source_dim, d, bias=False)
+        if config.source_position == "learned":
+            self.source_pos = nn.Parameter(torch.randn(config.max_source_positions, d) * 0.02)
+        elif config.source_position == "conv":
+            self.source_conv = nn.Conv1d(d, d, CONV_WIDTH, groups=d, bias=False)
         self.queries = nn.Parameter(torch.randn(config.num_soft_tokens, d) * config.query_init_std)
         self.blocks = nn.ModuleList(TranslatorBlock(config) for _ in range(config.depth))
         self.out_norm = RMSNorm(d)
@@ -168,9 +186,22 @@ class BottleneckedGatedTranslator(nn.Module):
         self.config.target_rms = float(rms)
         self.target_rms.fill_(float(rms))
 
-    def encode_memory(self, source_hidden: torch.Tensor) -> torch.Tensor:
+    def encode_memory(self, source_hidden: torch.Tensor, source_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = (source_hidden.float() - self.source_mean) / self.source_std
-        return self.source_proj(self.source_norm(h.to(self.source_proj.weight.dtype)))
+        memory = self.source_proj(self.source_norm(h.to(self.source_proj.weight.dtype)))
+        kind = self.config.source_position
+        if kind == "none":
+            return memory
+        if source_mask is None:
+            source_mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        real = source_mask.bool()
+        if kind == "learned":
+            positions = (real.long().cumsum(1) - 1).clamp(0, self.config.max_source_positions - 1)
+            return memory + self.source_pos[positions].to(memory.dtype)
+        # conv: causal over real tokens only (padding is zeroed first, so it adds nothing)
+        x = (memory * real.unsqueeze(-1).to(memory.dtype)).transpose(1, 2)
+        mixed = self.source_conv(F.pad(x, (CONV_WIDTH - 1, 0))).transpose(1, 2)
+        return memory + mixed
 
     def forward(self, source_hidden: torch.Tensor, source_mask: torch.Tensor | None = None, return_bottleneck: bool = False):
         """(B, T, source_dim) source states + (B, T) bool mask -> (B, K, target_dim) soft tokens."""
@@ -182,7 +213,7 @@ class BottleneckedGatedTranslator(nn.Module):
         b = source_hidden.shape[0]
         if source_mask is None:
             source_mask = torch.ones(source_hidden.shape[:2], dtype=torch.bool, device=source_hidden.device)
-        memory = self.encode_memory(source_hidden)
+        memory = self.encode_memory(source_hidden, source_mask)
         x = self.queries.unsqueeze(0).expand(b, -1, -1)
         for block in self.blocks:
             x = block(x, memory, source_mask.bool())

@@ -101,6 +101,7 @@ def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTrans
         rms_match=cfg.rms_match,
         query_init_std=cfg.query_init_std,
         gate_init=cfg.gate_init,
+        source_position=cfg.source_position,
         target_rms=target.embedding_rms(),
         source_model=cfg.source,
         target_model=cfg.target,
