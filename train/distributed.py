@@ -136,11 +136,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def mixed_precision(device: torch.device):
+def param_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def mixed_precision(device: torch.device, **kw):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    param_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy(param_dtype=param_dtype(device), reduce_dtype=torch.float32, **kw)
 
 
 def _scalars(module: nn.Module) -> set:
@@ -148,15 +151,19 @@ def _scalars(module: nn.Module) -> set:
 
 
 def shard_translator(translator: nn.Module, projection: nn.Module | None, ctx: DistContext) -> None:
-    """fully_shard each translator block, then the translator; the InfoNCE projection on its own."""
+    """fully_shard each translator block, then the translator; the InfoNCE projection on its own.
+
+    The translator's root does not cast its inputs: source states stay fp32 through the
+    per-channel standardisation and are cast to the parameter dtype only at the projection. The
+    InfoNCE projection returns fp32, the dtype the loss computes in."""
     from torch.distributed.fsdp import fully_shard
 
-    mp = mixed_precision(ctx.device)
     for block in translator.blocks:
-        fully_shard(block, mesh=ctx.mesh, mp_policy=mp, ignored_params=_scalars(block))
-    fully_shard(translator, mesh=ctx.mesh, mp_policy=mp, ignored_params=_scalars(translator))
+        fully_shard(block, mesh=ctx.mesh, mp_policy=mixed_precision(ctx.device), ignored_params=_scalars(block))
+    fully_shard(translator, mesh=ctx.mesh, mp_policy=mixed_precision(ctx.device, cast_forward_inputs=False),
+                ignored_params=_scalars(translator))
     if projection is not None:
-        fully_shard(projection, mesh=ctx.mesh, mp_policy=mp)
+        fully_shard(projection, mesh=ctx.mesh, mp_policy=mixed_precision(ctx.device, output_dtype=torch.float32))
 
 
 def decoder_blocks(loaded) -> nn.ModuleList:
