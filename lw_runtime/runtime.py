@@ -171,7 +171,7 @@ class LlamaForward:
             q = q.reshape(b, self.kv_heads, rep * t, hd)  # heads g*rep..g*rep+rep-1 share KV head g
             o = F.scaled_dot_product_attention(q, cache.k[i][:, :, :kv_len], cache.v[i][:, :, :kv_len],
                                                attn_mask=mask, scale=hd**-0.5)
-            o = o.view(b, self.heads, t, hd).transpose(1, 2).reshape(b, t, self.heads * hd)
+            o = o.reshape(b, self.heads, t, hd).transpose(1, 2).reshape(b, t, self.heads * hd)
             x = x + F.linear(o, *layer.o)
             h = _rms_norm(x, layer.mlp_norm, self.eps)
             gate, up = _Layer.project(h, layer.gate_up, layer.splits[1])

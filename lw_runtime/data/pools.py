@@ -7,7 +7,7 @@ Decisions:
   Sorting (rather than bucketing each hash) gives exact split sizes, so even a 68-entry colour pool
   gives every split enough values; the salt keeps different pools' partitions independent.
   The partition depends only on the file contents: editing a pool file reshuffles its splits.
-- Numeric answer pools (4-digit codes, ages) are partitioned the same way on their decimal strings,
+- Numeric answer pools (4-digit codes, ages; 2- and 3-digit codes for cheaper tests) are partitioned the same way on their decimal strings,
   so no answer value is shared between splits.
 """
 
@@ -22,6 +22,7 @@ from .example import SPLITS, check_split
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 POOL_FILES = ("first_names", "surnames", "cities", "jobs", "pets", "colours", "items")
 CODES = tuple(str(code) for code in range(1000, 10000))
+SHORT_CODES = {digits: tuple(str(code) for code in range(10 ** (digits - 1), 10**digits)) for digits in (2, 3)}
 AGES = tuple(str(age) for age in range(18, 100))
 
 
@@ -53,5 +54,6 @@ def partition(entries: tuple[str, ...], salt: str) -> dict[str, tuple[str, ...]]
 def split_pool(name: str, split: str) -> tuple[str, ...]:
     """The entries of pool `name` ("codes" and "ages" included) that belong to `split`."""
     check_split(split)
-    entries = {"codes": CODES, "ages": AGES}.get(name) or read_pool(name)
+    numeric = {"codes": CODES, "ages": AGES, "codes2": SHORT_CODES[2], "codes3": SHORT_CODES[3]}
+    entries = numeric.get(name) or read_pool(name)
     return partition(entries, salt=name)[split]

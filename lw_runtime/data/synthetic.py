@@ -12,7 +12,8 @@ Decisions:
   "4821", nor "Bern" inside "Bernard"); passages that break this are redrawn.
 - One random.Random per call, seeded from a string of all arguments: identical arguments give an
   identical list, and `relay_qa(s, n)` is a prefix of `relay_qa(s, m)` for n < m.
-- `kinds=("code",)` gives the 1-fact code relay used by the CPU learning test: one short sentence.
+- `kinds=("code",)` gives the 1-fact code relay: one short sentence; `code_digits=2` gives the
+  shorter codes of the CPU learning test (task "relay_code2").
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _draw_names(rng: random.Random, firsts: tuple[str, ...], lasts: tuple[str, .
     return names
 
 
-def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...]):
+def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...], code_digits: int = 4):
     firsts, lasts = split_pool("first_names", split), split_pool("surnames", split)
     n_people = rng.randint(-(-n_facts // len(kinds)), n_facts)
     people = _draw_names(rng, firsts, lasts, n_people)
@@ -55,7 +56,8 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
         counts[kind] = counts.get(kind, 0) + 1
     values_by_kind: dict[str, list[str]] = {}
     for kind, count in counts.items():
-        pool = split_pool(VALUE_POOLS[kind], split)
+        pool_name = VALUE_POOLS[kind] if kind != "code" or code_digits == 4 else f"codes{code_digits}"
+        pool = split_pool(pool_name, split)
         if count > len(pool):
             raise ValueError(f"n_facts={n_facts}: the {split} pool for {kind!r} has only {len(pool)} values")
         values_by_kind[kind] = [rng.choice(pool)] if count == 1 else rng.sample(pool, count)
@@ -78,21 +80,24 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
 
 
 def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
-             kinds: tuple[str, ...] | None = None) -> list[Example]:
-    """`n` relay-QA examples of `n_facts` facts each from `split`; `kinds` restricts the attributes."""
+             kinds: tuple[str, ...] | None = None, code_digits: int = 4) -> list[Example]:
+    """`n` relay-QA examples of `n_facts` facts each from `split`; `kinds` restricts the attributes;
+    `code_digits` (2, 3 or 4) sets the length of the code answers."""
     check_split(split)
     kinds = tuple(kinds) if kinds is not None else KINDS
     unknown = [kind for kind in kinds if kind not in KINDS]
     if not kinds or unknown:
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
+    if code_digits not in (2, 3, 4):
+        raise ValueError(f"code_digits must be 2, 3 or 4, got {code_digits}")
     if n_facts < 1:
         raise ValueError(f"n_facts must be at least 1, got {n_facts}")
-    tag = "all" if kinds == KINDS else "+".join(kinds)
+    tag = ("all" if kinds == KINDS else "+".join(kinds)) + ("" if code_digits == 4 else f"-d{code_digits}")
     rng = random.Random(f"relay_qa|{split}|{n_facts}|{tag}|{seed}")
     examples = []
     for index in range(n):
         for _ in range(MAX_REDRAWS):
-            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds)
+            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits)
             if passage.count(answer) == 1:
                 break
         else:
