@@ -11,4 +11,4 @@ for run in $runs; do
 done
 wait
 for run in $runs; do echo "== $run"; grep -v "Loading" "$out/$run.log" | tail -2; done
-python -m train.ablations quality --out-dir "$out" --no-progress --threads 1 "$@" 2>&1 | grep -v "Loading" | tail -40
+python -m train.ablations quality --collect --out-dir "$out" --no-progress --threads 1 "$@" 2>&1 | grep -v "Loading" | tail -40

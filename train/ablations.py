@@ -11,7 +11,8 @@ Every run trains with the leak guard on and evaluates every baseline on the same
 (``train.evaluate``). Runs whose ``summary.json`` already exists in DIR are read back, not
 retrained, so a long plan can be finished over several calls. ``--only RUN[,RUN]`` trains just
 those runs of the plan and writes nothing else: several processes can then share one GPU (the
-embedded pair leaves an H100 mostly idle) and a last call without ``--only`` collects. Outputs in DIR: ``<name>.json``
+embedded pair leaves an H100 mostly idle) and a last call without ``--only`` collects
+(``--collect``: read back only, list the runs that did not finish instead of training them). Outputs in DIR: ``<name>.json``
 (every figure, with device, date, commit and command), ``<name>.md`` (tables) and plots
 (``curves_<name>.png``: validation accuracy per run with peak and final marked;
 ``accuracy_<name>.png``: accuracy vs compression and accuracy vs bytes).
@@ -133,7 +134,7 @@ def measure_latency(cfg, translator, source, target, examples, repeats: int = 5)
     return out
 
 
-def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None = None) -> list[dict]:
+def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None = None, collect: bool = False) -> list[dict]:
     rows = []
     for run_name, flags in PLANS[name]:
         if only is not None and run_name not in only:
@@ -147,6 +148,10 @@ def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None 
                 rows.append({"name": run_name, "flags": " ".join(flags), **summary, "reused": True})
                 print(f"[{name}] {run_name}: reusing {summary_path} (same flags)", flush=True)
                 continue
+        if collect:
+            print(f"[{name}] {run_name}: no finished run with these flags in {run_dir}; left out (--collect)", flush=True)
+            rows.append({"name": run_name, "flags": " ".join(flags), "missing": True})
+            continue
         if not cfg.baselines:
             raise ValueError("train.ablations needs the baselines: drop --no-baselines")
         summary, translator, source, target = train(cfg, return_models=True)
@@ -162,6 +167,8 @@ def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None 
 
 def markdown(name: str, rows: list[dict], meta: dict) -> str:
     lines = [f"# {name}", "", f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`", ""]
+    if meta.get("missing_runs"):
+        lines += [f"not run or not finished (left out): {', '.join(meta['missing_runs'])}", ""]
     methods = list(rows[0]["evaluation"]["methods"])
     lines.append("accuracy % on the held-out test split [95% bootstrap interval]; n = test examples")
     lines.append("")
@@ -247,6 +254,9 @@ def main(argv=None) -> int:
     names = list(PLANS) if argv[0] == "all" else [argv[0]]
     common = argv[1:]
     only = None
+    collect = "--collect" in common
+    if collect:
+        common.remove("--collect")
     if "--only" in common:
         i = common.index("--only")
         if i + 1 >= len(common):
@@ -259,8 +269,13 @@ def main(argv=None) -> int:
     out_dir = Path(parse_args(common).out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        rows = run_plan(name, common, out_dir, only)
+        rows = run_plan(name, common, out_dir, only, collect)
         if only is not None:
+            continue
+        missing = [r["name"] for r in rows if r.get("missing")]
+        rows = [r for r in rows if not r.get("missing")]
+        if not rows:
+            print(f"[{name}] nothing to collect", flush=True)
             continue
         meta = {
             "device": rows[-1]["device"],
@@ -268,6 +283,8 @@ def main(argv=None) -> int:
             "commit": commit(),
             "command": "python -m train.ablations " + " ".join(map(shlex.quote, [name] + common)),
         }
+        if missing:
+            meta["missing_runs"] = missing
         (out_dir / f"{name}.json").write_text(json.dumps({**meta, "runs": rows}, indent=2))
         (out_dir / f"{name}.md").write_text(markdown(name, rows, meta))
         plots(name, rows, out_dir)
