@@ -5,7 +5,7 @@ tokens. Wire: ``encode`` / ``decode`` pack soft tokens (or bottleneck latents) i
 (docs/wire.md). Receiver: ``generate`` feeds soft tokens (and optional text) to the frozen target.
 """
 
-from .generate import SoftTokenError, generate
+from .generate import SoftTokenError, generate, stream
 from .packets import Decoder, decode, encode, encode_soft_tokens
 from .models import EMBEDDED_SOURCE, EMBEDDED_TARGET, LoadedModel, ModelLoadError, load_model
 from .source import EmptyTextError, encode_source
@@ -63,5 +63,6 @@ __all__ = [
     "TranslatorMismatchError",
     "encode_source",
     "generate",
+    "stream",
     "load_model",
 ]
