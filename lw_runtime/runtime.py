@@ -205,7 +205,7 @@ class StaticRuntime:
         fuse = device.type == "cuda" if fuse_weights is None else fuse_weights
         self.forward = LlamaForward(model, fuse_weights=fuse)
         self.fuse_weights = fuse
-        self.weights_key = _weights_key(self.forward.embed)  # where the weights were when read
+        self.weights_key = _weights_key(self.forward.embed, model)  # where the weights were when read
         self.device, self.dtype = device, self.forward.embed.dtype
         self.cuda_graphs = (device.type == "cuda") if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and device.type != "cuda":
@@ -348,8 +348,12 @@ class StaticRuntime:
         return logits
 
 
-def _weights_key(embed: torch.Tensor) -> tuple:
-    return embed.data_ptr(), embed.dtype, embed.device
+def _weights_key(embed: torch.Tensor, model) -> tuple:
+    """Where the weights are, and which decoder blocks the model has now (a caller may cut or swap
+    them, as ``--target-layers`` does during training): a change in either makes the runtime stale."""
+    inner = getattr(model, "model", None)
+    blocks = tuple(id(block) for block in getattr(inner, "layers", ()))
+    return embed.data_ptr(), embed.dtype, embed.device, blocks
 
 
 _RUNTIMES: "weakref.WeakKeyDictionary[torch.nn.Module, StaticRuntime]" = weakref.WeakKeyDictionary()
@@ -362,7 +366,7 @@ def runtime_for(model, **kwargs) -> StaticRuntime:
     the runtime holds references to the tensors it read."""
     rt = _RUNTIMES.get(model)
     embed = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
-    stale = rt is not None and (embed is None or rt.weights_key != _weights_key(embed))
+    stale = rt is not None and (embed is None or rt.weights_key != _weights_key(embed, model))
     if rt is None or stale or (kwargs and any(getattr(rt, k, None) != v for k, v in kwargs.items())):
         rt = StaticRuntime(model, **kwargs)
         _RUNTIMES[model] = rt

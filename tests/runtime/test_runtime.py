@@ -85,6 +85,22 @@ def test_runtime_is_rebuilt_when_the_model_moves():
     assert runtime_for(model) is not first and runtime_for(model).dtype == torch.float64
 
 
+def test_runtime_follows_blocks_cut_and_restored_like_target_layers():
+    from lw_runtime.runtime import runtime_for
+
+    model = tiny_llama(num_hidden_layers=3)
+    embeds, mask = left_padded([5, 3], width=5)
+    full = runtime_for(model)
+    blocks = model.model.layers
+    model.model.layers = torch.nn.ModuleList(list(blocks)[:1])  # what --target-layers 1 does
+    model.config.num_hidden_layers = 1
+    cut = runtime_for(model)
+    assert cut is not full and cut.forward.num_layers == 1
+    assert torch.equal(ours_greedy(cut, embeds, mask, 6), hf_greedy(model, embeds, mask, 6))
+    model.model.layers, model.config.num_hidden_layers = blocks, 3
+    assert runtime_for(model).forward.num_layers == 3
+
+
 def test_fused_weights_give_the_same_tokens_and_leave_the_hf_model_intact():
     model = tiny_llama()
     embeds, mask = left_padded([6, 2], width=6)
