@@ -1,6 +1,6 @@
 """One call on a GPU: the receiver runtime (lw_runtime.runtime) against HF generate, and against the roofline.
 
-Usage: python benchmarks/gpu_runtime.py [--quick] [--target NAME_OR_PATH] [--out DIR]
+Usage: python benchmarks/gpu_runtime.py [--quick] [--target NAME_OR_PATH] [--out DIR] [--e2e-only]
        (writes DIR/gpu_runtime.json and DIR/gpu_runtime.md; CPU dry run: --quick --device cpu, tiny sizes)
 
 Measures (each in its own try/except: a failure is recorded in the JSON, the rest still runs):
@@ -19,7 +19,16 @@ Measures (each in its own try/except: a failure is recorded in the JSON, the res
 - peak memory of each path: torch.cuda.max_memory_allocated (reset before the path) and NVML's
   used-memory reading after it (nvidia-ml-py, when importable);
 - a bf16 sanity check: relative RMS between our first-step logits and HF's forward, and how many
-  greedy tokens agree before the first divergence.
+  greedy tokens agree before the first divergence;
+- end to end (benchmarks/e2e.py; ``--e2e-only`` runs just this, otherwise it runs last), random
+  weights, speed only: latent path (source prefill at the translator's layer + translator +
+  lw_runtime encode (INT8, INT4) + decode + receiver prefill of soft tokens and prompt + N answer
+  tokens) against text relay (the source generates a 64-token message on the static runtime, the
+  target reads it with the prompt and answers the same N tokens, no EOS on either path), per stage
+  and in total, with the speedup (goal >= 10x), bytes on the wire, KV bytes and peak memory.
+  Pairs: Mistral-7B shape -> Llama-3.1-8B shape (high_capacity translator, 64 soft tokens,
+  150-token source text) at batch 1 and 8, then SmolLM2-135M shape -> itself (embedded preset,
+  16 soft tokens). Past ``--deadline`` only the 8B pair at batch 1 runs.
 """
 from __future__ import annotations
 
@@ -42,6 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from lw_runtime.decode_loop import DecodeLoop  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/e2e.py
+import e2e  # noqa: E402
 from lw_runtime.runtime import StaticRuntime, cache_length  # noqa: E402
 
 T0 = time.time()
@@ -359,6 +370,37 @@ def llama8b_section(args, dev: Device, dtype, ceiling: dict):
     free(model)
 
 
+def e2e_section(args, dev: Device, dtype):
+    """End to end per request: latent path vs text relay (benchmarks/e2e.py). Random weights: speed only."""
+    RESULTS["meta"]["e2e_weights"] = e2e.NOTE
+    n = args.e2e_answer_tokens if dev.cuda else min(args.e2e_answer_tokens, 8)
+    msg = args.e2e_message_tokens if dev.cuda else min(args.e2e_message_tokens, 16)
+    src_len = 150 if dev.cuda else 40
+    reps = 1 if args.quick else 5
+    for kind in (["8b", "smol"] if dev.cuda else ["8b"]):  # on CPU both pairs shrink to the same tiny one
+        past = time.time() - T0 > args.deadline
+        if kind != "8b" and past:
+            RESULTS["measurements"][f"e2e_{kind}"] = {"skipped": f"past the {args.deadline}s deadline"}
+            continue
+        try:
+            pair = e2e.build_pair(kind, dev, dtype)
+        except Exception as exc:
+            RESULTS["measurements"][f"e2e_{kind}_build"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            RESULTS["errors"].append({"measurement": f"e2e_{kind}_build", "traceback": traceback.format_exc()[-4000:]})
+            continue
+        RESULTS["measurements"][f"e2e_{kind}_pair"] = pair.notes
+        log(f"   e2e pair {pair.label}: {json.dumps(pair.notes)[:300]}")
+        measure(f"e2e_{kind}_b1_first_call", e2e.first_calls, dev, pair, 1, src_len, msg, n)
+        measure(f"e2e_{kind}_b1", e2e.end_to_end, dev, pair, 1, src_len, msg, n, reps)
+        if kind == "8b":
+            if time.time() - T0 > args.deadline:
+                RESULTS["measurements"][f"e2e_{kind}_b8"] = {"skipped": f"past the {args.deadline}s deadline"}
+            else:
+                measure(f"e2e_{kind}_b8", e2e.end_to_end, dev, pair, 8, src_len, msg, n, max(reps - 2, 1), (8,))
+        pair = None
+        free()
+
+
 def git_commit() -> str:
     if os.environ.get("LW_COMMIT"):
         return os.environ["LW_COMMIT"]
@@ -408,6 +450,10 @@ def main():
                     help="also measure torch.compile'd decode steps (default: on for CUDA)")
     ap.add_argument("--deadline", type=float, default=360.0, help="skip compile variants started after this many seconds")
     ap.add_argument("--skip-8b", action="store_true")
+    ap.add_argument("--e2e-only", action="store_true", help="run only the end-to-end section (latent path vs text relay)")
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--e2e-answer-tokens", type=int, default=16, help="answer tokens generated on both paths (no EOS)")
+    ap.add_argument("--e2e-message-tokens", type=int, default=64, help="tokens of the relay message the source generates")
     args = ap.parse_args()
     dev = Device(args.device)
     if dev.cuda and not torch.cuda.is_available():
@@ -422,13 +468,17 @@ def main():
         "python": platform.python_version(), "commit": git_commit(), "dtype": str(dtype).replace("torch.", ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv), "quick": args.quick, "compile": args.compile,
+        "e2e_only": args.e2e_only,
     })
     torch.manual_seed(0)
     try:
-        ceiling = measure("copy_bandwidth", copy_bandwidth, dev, args.quick)
-        measure("smollm2_section", lambda: (smol_section(args, dev, dtype, ceiling), {"done": True})[1])
-        if not args.skip_8b:
-            measure("llama8b_section", lambda: (llama8b_section(args, dev, dtype, ceiling), {"done": True})[1])
+        if not args.e2e_only:
+            ceiling = measure("copy_bandwidth", copy_bandwidth, dev, args.quick)
+            measure("smollm2_section", lambda: (smol_section(args, dev, dtype, ceiling), {"done": True})[1])
+            if not args.skip_8b:
+                measure("llama8b_section", lambda: (llama8b_section(args, dev, dtype, ceiling), {"done": True})[1])
+        if args.e2e_only or not args.skip_e2e:
+            measure("e2e_section", lambda: (e2e_section(args, dev, dtype), {"done": True})[1])
     finally:
         write(args.out)
 
