@@ -25,7 +25,6 @@ import random
 import shutil
 import signal
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,24 +33,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from lw_runtime.data import load_task
-from lw_runtime.generate import generate
 from lw_runtime.leakage import check_disjoint, check_target_inputs
-from lw_runtime.models import load_model
-from lw_runtime.protocols import (
-    answer_continuation,
-    exact_match,
-    full_text_prompt,
-    source_text,
-    target_alone_prompt,
-    target_prompt,
-)
-from lw_runtime.source import encode_source
+from lw_runtime.protocols import answer_continuation, full_text_prompt, target_alone_prompt, target_prompt
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses
 from .checkpoint import Checkpointer
 from .config import TrainConfig
 from .distributed import DistContext
+from .metrics_log import MetricsLog
+from .source_cache import SourceCache, forget_shared_models, shared_cache, shared_models, truncate_blocks
+from .validation import evaluate_bridge, evaluate_sharded, evaluate_text, greedy_texts
+
+__all__ = ["SourceCache", "Trainer", "evaluate_bridge", "evaluate_text", "shared_cache", "shared_models", "train", "truncate_blocks"]
 
 
 def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
@@ -61,29 +55,6 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
     else:
         dtype = getattr(torch, cfg.dtype)
     return device, dtype
-
-
-def truncate_blocks(loaded, keep: int):
-    """Keep the first ``keep`` decoder blocks of a model (same weights, fewer layers); returns a
-    function that puts the removed blocks back."""
-    if keep <= 0:
-        return lambda: None
-    decoder = loaded.model.base_model
-    if keep > len(decoder.layers):
-        raise ValueError(f"--target-layers {keep} exceeds the target's {len(decoder.layers)} blocks")
-    text_cfg = loaded.model.config.get_text_config()
-    saved = (decoder.layers, text_cfg.num_hidden_layers, getattr(text_cfg, "layer_types", None))
-    decoder.layers = nn.ModuleList(list(decoder.layers)[:keep])
-    text_cfg.num_hidden_layers = keep
-    if saved[2]:
-        text_cfg.layer_types = saved[2][:keep]
-
-    def restore():
-        decoder.layers, text_cfg.num_hidden_layers = saved[0], saved[1]
-        if saved[2]:
-            text_cfg.layer_types = saved[2]
-
-    return restore
 
 
 def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTranslator:
@@ -108,42 +79,6 @@ def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTrans
         **overrides,
     )
     return BottleneckedGatedTranslator(tcfg)
-
-
-class SourceCache:
-    """Source states per example id, computed once in batches (the source is frozen)."""
-
-    def __init__(self, source, layer: int, max_tokens: int, protocol: str, enabled: bool = True):
-        self.source, self.layer, self.max_tokens, self.protocol, self.enabled = source, layer, max_tokens, protocol, enabled
-        self.store: dict[str, torch.Tensor] = {}
-
-    def _encode(self, examples):
-        states = encode_source(self.source, [source_text(e, self.protocol) for e in examples], self.layer, self.max_tokens)
-        return [states.hidden[i][states.mask[i]] for i in range(len(examples))]
-
-    def fill(self, examples, batch_size: int = 64):
-        if not self.enabled:
-            return
-        todo = [e for e in examples if e.id not in self.store]
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i : i + batch_size]
-            for e, h in zip(chunk, self._encode(chunk)):
-                self.store[e.id] = h
-
-    def batch(self, examples, device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.enabled:
-            missing = [e for e in examples if e.id not in self.store]
-            self.fill(missing)
-            rows = [self.store[e.id] for e in examples]
-        else:
-            rows = self._encode(examples)
-        width = max(r.shape[0] for r in rows)
-        hidden = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, r in enumerate(rows):  # left padding, like the tokenizer
-            hidden[i, width - r.shape[0] :] = r
-            mask[i, width - r.shape[0] :] = True
-        return hidden.to(device), mask.to(device)
 
 
 def param_groups(translator, extra: list[nn.Parameter], cfg: TrainConfig):
@@ -174,60 +109,10 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-@torch.no_grad()
-def evaluate_bridge(translator, cache, target, examples, protocol, batch_size=32, max_new_tokens=8, device="cpu"):
-    translator.eval()
-    correct, outputs = 0, []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        hidden, mask = cache.batch(chunk, device)
-        soft = translator(hidden, mask)
-        texts = generate(target, soft, texts=[target_prompt(e, protocol) for e in chunk], max_new_tokens=max_new_tokens)
-        for e, t in zip(chunk, texts):
-            outputs.append(t)
-            correct += exact_match(t, e.answer)
-    translator.train()
-    return correct / max(1, len(examples)), outputs
-
-
-@torch.no_grad()
-def evaluate_text(target, examples, prompts, batch_size=32, max_new_tokens=8):
-    correct, outputs = 0, []
-    for i in range(0, len(examples), batch_size):
-        texts = generate(target, texts=prompts[i : i + batch_size], max_new_tokens=max_new_tokens)
-        for e, t in zip(examples[i : i + batch_size], texts):
-            outputs.append(t)
-            correct += exact_match(t, e.answer)
-    return correct / max(1, len(examples)), outputs
-
-
 def _atomic_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     tmp.replace(path)
-
-
-_MODELS: dict = {}
-
-
-def shared_models(cfg: TrainConfig, device, dtype):
-    """Load (or reuse, within one process: sweeps and tests) the frozen source and target."""
-    key = (cfg.source, cfg.target, str(device), str(dtype))
-    if key not in _MODELS:
-        _MODELS.clear()
-        _CACHES.clear()  # the caches hold the old source model
-        _MODELS[key] = (load_model(cfg.source, dtype=dtype, device=device), load_model(cfg.target, dtype=dtype, device=device))
-    return _MODELS[key]
-
-
-_CACHES: dict = {}
-
-
-def shared_cache(cfg: TrainConfig, source) -> "SourceCache":
-    key = (id(source), cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
-    if key not in _CACHES:
-        _CACHES[key] = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
-    return _CACHES[key]
 
 
 def answer_token_count(tokenizer, answers: list[str]) -> int:
@@ -241,87 +126,6 @@ def full_state(module: nn.Module) -> dict:
 
     state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def greedy_texts(target, soft, prompts, max_new_tokens, synced: bool) -> list[str]:
-    """``lw_runtime.generate`` (greedy); with a sharded target every rank keeps stepping until all
-    are done (HF ``synced_gpus``), since each forward all-gathers the blocks' weights."""
-    if not synced:
-        return generate(target, soft, texts=prompts, max_new_tokens=max_new_tokens)
-    from lw_runtime.generate import build_inputs
-
-    with torch.no_grad():
-        batch = len(prompts)
-        inputs = build_inputs(target, soft, prompts, batch)
-        tok = target.tokenizer
-        out = target.model.generate(
-            inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"], max_new_tokens=max_new_tokens,
-            do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id, synced_gpus=True,
-        )
-    return tok.batch_decode(out, skip_special_tokens=True)
-
-
-@torch.no_grad()
-def evaluate_sharded(ctx: DistContext, examples, run_chunk, batch_size: int = 32) -> tuple[float, list[str]]:
-    """Each rank scores an equal contiguous share (the last one padded by repeating the final
-    example, not scored, so every rank runs the same number of batches); correct counts are summed
-    over ranks and the outputs gathered in order on every rank."""
-    n = len(examples)
-    per = math.ceil(n / ctx.world)
-    start = ctx.rank * per
-    mine = examples[start : start + per]
-    real = len(mine)
-    padded = mine + [examples[-1]] * (per - real) if n else []
-    outputs = []
-    for i in range(0, per, batch_size):
-        outputs += run_chunk(padded[i : i + batch_size])
-    outputs = outputs[:real]
-    correct = sum(exact_match(t, e.answer) for t, e in zip(outputs, mine))
-    total = ctx.all_reduce_sum([float(correct)])[0]
-    gathered = ctx.gather_objects(outputs)
-    return total / max(1, n), [t for part in gathered for t in part]
-
-
-class MetricsLog:
-    """metrics.jsonl (and TensorBoard when installed) on rank 0; nothing on the other ranks."""
-
-    def __init__(self, out: Path, ctx: DistContext, tensorboard: bool, truncate_after: int | None = None):
-        self.file, self.writer = None, None
-        if not ctx.is_main:
-            return
-        path = out / "metrics.jsonl"
-        if truncate_after is not None and path.exists():  # a resumed run rewrites what follows its checkpoint
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            tmp.replace(path)
-        self.file = path.open("a")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=truncate_after + 1 if truncate_after else None)
-            except ImportError:
-                warnings.warn("tensorboard is not installed: TensorBoard logging skipped (metrics.jsonl has everything)", stacklevel=2)
-
-    def write(self, record: dict) -> None:
-        if self.file is None:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.writer.add_scalar(f"train/{key}", value, record["step"])
-            for rank, mb in enumerate(record.get("peak_mem_mb", [])):
-                self.writer.add_scalar(f"memory/peak_mb_rank{rank}", mb, record["step"])
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.writer is not None:
-            self.writer.close()
 
 
 def _fault(kind: str, step: int) -> None:
@@ -500,8 +304,7 @@ def train(cfg: TrainConfig, return_models: bool = False):
             undo_checkpointing()
             restore_target()
             if cfg.shard_target:  # its weights are DTensors of this process group now
-                _MODELS.clear()
-                _CACHES.clear()
+                forget_shared_models()
     finally:
         distributed.shutdown(ctx)
     if return_models:
