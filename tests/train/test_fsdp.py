@@ -152,3 +152,18 @@ def test_nonfinite_steps_are_skipped_counted_and_bounded(models, tmp_path, monke
     calls["n"] = 0
     with pytest.raises(FloatingPointError, match="max-nonfinite 0"):
         one_process(flags(models, tmp_path / "stop", *common[:-1], "0"))
+
+
+def test_a_fresh_run_in_a_used_folder_starts_a_new_metrics_log(tmp_path):
+    from train.distributed import DistContext
+    from train.metrics_log import MetricsLog
+
+    ctx = DistContext()  # one process, rank 0
+    first = MetricsLog(tmp_path, ctx, tensorboard=False)
+    first.write({"step": 1, "loss": 1.0})
+    first.close()
+    second = MetricsLog(tmp_path, ctx, tensorboard=False)
+    second.write({"step": 1, "loss": 2.0})
+    second.close()
+    assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2.0]
+    assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.prev.jsonl").read_text().splitlines()] == [1.0]
