@@ -32,7 +32,7 @@ class TrainConfig:
     heads: int = _f(0, "translator heads (0 = the preset's)")
     bottleneck: int = _f(0, "translator bottleneck dim (0 = the preset's)")
     source_layer: int = _f(9, "source layer whose hidden states the translator reads (0 = embeddings, -1 = last)")
-    source_position: str = _f("conv", "order information for the translator's memory: none, learned (absolute table) or conv (causal depthwise conv over 4 source tokens; the default: on seeds 0-3 of the 4-digit relay it learned in 3 of 4 runs, none in 1 of 4, results/sweeps/README.md)")
+    source_position: str = _f("conv", "order information for the translator's memory: none, learned (absolute table) or conv (causal depthwise conv over 4 source tokens; the default on weak evidence: on seeds 0-3 of the 4-digit relay it learned in 3 of 4 runs, none in 1 of 4, results/sweeps/README.md)")
     query_init_std: float = _f(1e-3, "std of the translator's learned queries at initialisation")
     gate_init: float = _f(0.0, "initial value of every residual gate (output scaled by tanh(gate))")
     target_layers: int = _f(0, "keep only the target's first N blocks (0 = all); a cheaper setting for CPU tests")

@@ -29,6 +29,8 @@ class MetricsLog:
             tmp.replace(path)
         elif truncate_after is None and path.exists():  # a fresh run in a used folder: keep the old log aside
             path.replace(out / "metrics.prev.jsonl")
+            if (out / "summary.json").exists():  # and the summary that went with it
+                (out / "summary.json").replace(out / "summary.prev.json")
         self.file = path.open("a")
         if tensorboard:
             try:

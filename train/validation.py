@@ -19,6 +19,7 @@ from .distributed import DistContext
 
 @torch.no_grad()
 def evaluate_bridge(translator, cache, target, examples, protocol, batch_size=32, max_new_tokens=8, device="cpu"):
+    was_training = translator.training
     translator.eval()
     correct, outputs = 0, []
     for i in range(0, len(examples), batch_size):
@@ -29,7 +30,7 @@ def evaluate_bridge(translator, cache, target, examples, protocol, batch_size=32
         for e, t in zip(chunk, texts):
             outputs.append(t)
             correct += exact_match(t, e.answer)
-    translator.train()
+    translator.train(was_training)
     return correct / max(1, len(examples)), outputs
 
 
