@@ -144,7 +144,11 @@ def main(argv=None) -> int:
     out_dir = Path(parse_args(common).out_dir)
     runs = read_plan(plan)
     for name, flags in runs:  # every line must parse before anything starts
-        parse_args(common + split_env(flags)[1] + ["--out-dir", str(out_dir / name)])
+        env, run_flags = split_env(flags)
+        if env and not parallel:
+            raise ValueError(f"{plan}: run {name!r} sets {', '.join(env)}; environment assignments need --parallel "
+                             "(each run is then its own process)")
+        parse_args(common + run_flags + ["--out-dir", str(out_dir / name)])
     rows = []
     if parallel:
         rows = run_parallel(runs, common, out_dir, parallel, timeout)
