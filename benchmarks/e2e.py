@@ -34,6 +34,7 @@ import torch
 
 from lw_runtime.decode_loop import DecodeLoop
 from lw_runtime.generate import build_inputs
+from lw_runtime.kv_cache import kv_bytes_per_token
 from lw_runtime.packets import decode, encode_soft_tokens
 from lw_runtime.runtime import StaticRuntime, cache_length
 from lw_runtime.source import encode_source
@@ -313,11 +314,8 @@ def end_to_end(dev, pair: Pair, batch: int, src_len: int, msg: int, n: int, reps
     # memory and KV cache
     src_cfg, tgt_cfg = pair.source.model.config, pair.target.model.config
 
-    def kv_per_token(cfg, model):
-        hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * hd * model.dtype.itemsize
-
-    kv_s, kv_t = kv_per_token(src_cfg, pair.source.model), kv_per_token(tgt_cfg, pair.target.model)
+    kv_s = kv_bytes_per_token(src_cfg, pair.source.model.dtype.itemsize)
+    kv_t = kv_bytes_per_token(tgt_cfg, pair.target.model.dtype.itemsize)
     out["kv_bytes_per_request"] = {"latent_target": (k + tok_prompt + n) * kv_t,
                                    "relay_source": (tok_src + msg) * kv_s, "relay_target": (msg + tok_prompt + n) * kv_t,
                                    "note": "tokens held x KV bytes/token (the static runtime allocates the next power of two)"}

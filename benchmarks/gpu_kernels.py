@@ -20,7 +20,6 @@ import time
 import traceback
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = "--smoke" in sys.argv  # CPU dry run of the whole script: interpreter, tiny sizes, one-shot timing
@@ -31,7 +30,7 @@ DEV = "cpu" if SMOKE else "cuda"
 COMPILE_DEADLINE_S = 300  # torch.compile baselines are skipped once the run is this old
 
 import triton  # noqa: E402
-from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
+from benchmarks.timing import median_ms  # noqa: E402
 
 import lw_kernels  # noqa: E402
 from lw_kernels import cross_attention, quant, reference, rms_layernorm  # noqa: E402
@@ -45,15 +44,8 @@ def log(*a):
 
 
 def bench(fn, graph=False):
-    fn()
-    if SMOKE:
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e6
-    torch.cuda.synchronize()
-    if graph:
-        return do_bench_cudagraph(fn, rep=50, return_mode="median") * 1e3
-    return do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3  # microseconds
+    """Microseconds per call (graph: CUDA-graph replay, rep 50; else do_bench, warmup 25, rep 100)."""
+    return median_ms(fn, SMOKE, warmup=25, rep=50 if graph else 100, graph=graph) * 1e3
 
 
 def rel_rms(a, b):

@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+from lw_runtime import kv_cache  # noqa: E402
 from lw_runtime.decode_loop import DecodeLoop  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/e2e.py
 import e2e  # noqa: E402
@@ -209,9 +210,7 @@ def weight_bytes(model) -> dict:
 
 
 def kv_bytes_per_token(model) -> int:
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.dtype.itemsize
+    return kv_cache.kv_bytes_per_token(model.config, model.dtype.itemsize)
 
 
 def parity(dev: Device, model, rt: StaticRuntime, n: int) -> dict:

@@ -42,7 +42,7 @@ if SMOKE:
 DEV = "cpu" if SMOKE else "cuda"
 
 import triton  # noqa: E402
-from triton.testing import do_bench  # noqa: E402
+from benchmarks.timing import median_ms  # noqa: E402
 
 import lw_kernels  # noqa: E402
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig  # noqa: E402
@@ -74,13 +74,8 @@ def rel_rms(a, b):
 
 
 def bench(fn):
-    fn()
-    if SMOKE:
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-    torch.cuda.synchronize()
-    return do_bench(fn, warmup=50, rep=300, return_mode="median")  # milliseconds
+    """Milliseconds per call (do_bench median, warmup 50, rep 300)."""
+    return median_ms(fn, SMOKE, warmup=50, rep=300)
 
 
 def record(impl, what, ms, flops=None, **extra):

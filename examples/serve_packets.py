@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import json
 import threading
 import urllib.error
@@ -103,8 +104,8 @@ def make_server(
                 )
             self._reply(200, {"texts": texts})
 
-        def log_message(self, format, *args) -> None:  # keep test and terminal output quiet
-            pass
+        def log_message(self, format, *args) -> None:
+            """No per-request access log: keeps test and terminal output quiet."""
 
     return ThreadingHTTPServer((host, port), PacketHandler)
 
@@ -150,12 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     server = make_server(target, translator, args.host, args.port, args.max_new_tokens)
     host, port = server.server_address[:2]
     print(f"serving POST http://{host}:{port}/generate (Ctrl-C to stop)", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt), contextlib.closing(server):  # Ctrl-C stops it cleanly
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Decisions:
 
 from __future__ import annotations
 
+import collections
+
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -99,6 +101,5 @@ class DecodeLoop:
         return self.generated[:, :n]
 
     def run(self) -> torch.Tensor:
-        for _ in self:
-            pass
+        collections.deque(self, maxlen=0)  # run every step; the tokens are kept in self.generated
         return self.ids()

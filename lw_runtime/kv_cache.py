@@ -125,3 +125,11 @@ class PrefixCache:
 
     def nbytes(self) -> int:
         return sum(self.cache.request_bytes())
+
+
+def kv_bytes_per_token(config, itemsize: int) -> int:
+    """Bytes of keys + values one token takes across all layers of a model with this HF config."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * itemsize

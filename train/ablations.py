@@ -31,6 +31,7 @@ from dataclasses import asdict
 
 import torch
 
+from lw_runtime import kv_cache
 from lw_runtime.metrics import fmt_ci
 
 from .config import parse_args
@@ -61,10 +62,8 @@ LLAMA8B_KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, 8 KV he
 
 
 def kv_bytes_per_token(model) -> int:
-    cfg = model.config.get_text_config()
-    kv_heads = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * 2
+    """KV-cache bytes per token of ``model`` in bf16 (what a KV-sharing system would send)."""
+    return kv_cache.kv_bytes_per_token(model.config, itemsize=2)
 
 
 def request_bytes(summary: dict, target) -> dict:
@@ -286,9 +285,10 @@ def main(argv=None) -> int:
         if missing:
             meta["missing_runs"] = missing
         (out_dir / f"{name}.json").write_text(json.dumps({**meta, "runs": rows}, indent=2))
-        (out_dir / f"{name}.md").write_text(markdown(name, rows, meta))
+        table = markdown(name, rows, meta)
+        (out_dir / f"{name}.md").write_text(table)
         plots(name, rows, out_dir)
-        print(markdown(name, rows, meta))
+        print(table)
     return 0
 
 

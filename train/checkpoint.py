@@ -100,11 +100,6 @@ class Checkpointer:
                 shutil.rmtree(p, ignore_errors=True)
         self.ctx.barrier()
 
-    def clear_all(self) -> None:
-        if self.ctx.is_main and self.root.exists():
-            shutil.rmtree(self.root)
-        self.ctx.barrier()
-
     def save(self, step: int, model, optimizer, train_state: dict, best_state: dict | None, fault=None) -> Path:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict

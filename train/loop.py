@@ -345,8 +345,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     order: list = []
     best = {"acc": -1.0, "step": 0, "state": None}
     history, bad_evals, start, nonfinite, finished, resumed_from = [], 0, 0, 0, False, None
-    if cfg.resume and ckpt.latest() is not None:
-        path = ckpt.latest()
+    path = ckpt.latest() if cfg.resume else None
+    if path is not None:
         state, best_state = ckpt.load(path, trainer.model, trainer.optimizer)
         start, order, bad_evals, nonfinite, finished = state["step"], state["order"], state["bad_evals"], state["nonfinite"], state["finished"]
         version, internal, gauss = state["data_rng"]
