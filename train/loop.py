@@ -285,6 +285,7 @@ def train(cfg: TrainConfig, return_models: bool = False):
     # (torch has no getter to restore it); it only flushes values below ~1e-38 to zero.
     torch.set_flush_denormal(True)
     ctx = distributed.init(cfg.device, force=cfg.shard_target)
+    clean = False
     try:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -308,8 +309,9 @@ def train(cfg: TrainConfig, return_models: bool = False):
             restore_target()
             if cfg.shard_target:  # its weights are DTensors of this process group now
                 forget_shared_models()
+        clean = True
     finally:
-        distributed.shutdown(ctx)
+        distributed.shutdown(ctx, clean)
         torch.set_num_threads(threads_before)
     if return_models:
         return {**summary, "_test_examples": test_set}, translator, source, target
