@@ -257,7 +257,7 @@ def _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, *, m
 
 
 def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_new_tokens, do_sample, temperature,
-                 top_p, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, streamer):
+                 top_p, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, streamer, synced_gpus=False):
     if packets is not None:
         soft_tokens = decode(packets, translator=translator, dtype=target.model.dtype, device=target.device)
         check_soft_tokens(soft_tokens, target.hidden_size)
@@ -283,6 +283,8 @@ def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_n
         kwargs.update(stop_strings=stop_strings, tokenizer=target.tokenizer)
     if streamer is not None:  # e.g. transformers.TextIteratorStreamer(target.tokenizer, skip_prompt=True)
         kwargs.update(streamer=streamer)
+    if synced_gpus:
+        kwargs.update(synced_gpus=True)
     return target.model.generate(**kwargs)
 
 
@@ -308,6 +310,7 @@ def generate(
     streamer=None,
     runtime: str = "auto",
     generator: torch.Generator | None = None,
+    synced_gpus: bool = False,
 ):
     """Generate from soft tokens or packets (and optional target text); returns the decoded new text per row.
 
@@ -316,16 +319,21 @@ def generate(
     them (fingerprint check, bottleneck projection). One row of soft tokens with several ``texts``
     serves every text. ``runtime``: "auto" (static runtime for Llama-family targets, else HF),
     "static" (UnsupportedModelError for other targets) or "hf". ``generator`` seeds sampling on the
-    static runtime (HF's path uses the global RNG).
+    static runtime (HF's path uses the global RNG). ``synced_gpus``: every rank keeps stepping until
+    all are done (HF's flag; needed when the target is sharded with FSDP, whose every forward is a
+    collective); it takes HF's path, the static runtime holding whole weights.
     """
     soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens)
-    rt = select_runtime(target, runtime)
+    if synced_gpus and runtime == "static":
+        raise ValueError("synced_gpus runs on HF's generate; the static runtime needs the whole target in this process")
+    rt = None if synced_gpus else select_runtime(target, runtime)
     args = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                 stop_strings=stop_strings, eos_token_id=eos_token_id)
     with torch.no_grad():
         if rt is None:
-            out = _hf_generate(target, soft_tokens, packets, translator, texts, rows, streamer=streamer, **args)
+            out = _hf_generate(target, soft_tokens, packets, translator, texts, rows, streamer=streamer,
+                               synced_gpus=synced_gpus, **args)
         else:
             loop = _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, generator=generator,
                                 sync_every=1 if streamer is not None else 16, **args)
@@ -373,7 +381,7 @@ def stream(target: LoadedModel, soft_tokens: torch.Tensor | None = None, **kwarg
         if bad in kwargs:
             raise TypeError(f"stream() does not take {bad!r}")
     runtime = kwargs.pop("runtime", "auto")
-    rt = select_runtime(target, runtime)
+    rt = None if kwargs.get("synced_gpus") else select_runtime(target, runtime)
     if rt is None:
         yield from _stream_hf(target, soft_tokens, kwargs)
         return

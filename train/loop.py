@@ -43,9 +43,9 @@ from .config import TrainConfig
 from .distributed import DistContext
 from .metrics_log import MetricsLog
 from .source_cache import SourceCache, forget_shared_models, shared_cache, shared_models, truncate_blocks
-from .validation import evaluate_bridge, evaluate_sharded, evaluate_text, greedy_texts
+from .validation import evaluate_sharded, greedy_texts
 
-__all__ = ["SourceCache", "Trainer", "evaluate_bridge", "evaluate_text", "shared_cache", "shared_models", "train", "truncate_blocks"]
+__all__ = ["SourceCache", "Trainer", "shared_cache", "shared_models", "train", "truncate_blocks"]
 
 
 def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
@@ -255,9 +255,7 @@ class Trainer:
         """Bridged accuracy on ``examples`` (greedy generation, strict extraction)."""
         cfg, ctx = self.cfg, self.ctx
         translator = translator if translator is not None else self.translator
-        if not ctx.distributed:
-            return evaluate_bridge(translator, self.cache, self.target, examples, cfg.protocol, max_new_tokens=cfg.max_new_tokens, device=ctx.device)
-        synced = cfg.shard_target if synced is None else synced
+        synced = (ctx.distributed and cfg.shard_target) if synced is None else synced
         was_training = translator.training
         translator.eval()
 
@@ -444,14 +442,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     for e in test_set:
         check_target_inputs(e, {"prompt": target_prompt(e, cfg.protocol)})
     test_acc, test_out = trainer.evaluate(test_set, translator=final)
-    alone_prompts = [target_alone_prompt(e, cfg.protocol) for e in test_set]
-    if ctx.distributed:
-        alone_acc, alone_out = evaluate_sharded(
-            ctx, test_set,
-            lambda chunk: greedy_texts(target, None, [target_alone_prompt(e, cfg.protocol) for e in chunk], cfg.max_new_tokens, cfg.shard_target),
-        )
-    else:
-        alone_acc, alone_out = evaluate_text(target, test_set, alone_prompts, max_new_tokens=cfg.max_new_tokens)
+    alone_acc, alone_out = evaluate_sharded(
+        ctx, test_set,
+        lambda chunk: greedy_texts(target, None, [target_alone_prompt(e, cfg.protocol) for e in chunk], cfg.max_new_tokens,
+                                   ctx.distributed and cfg.shard_target),
+    )
     if ctx.is_main:
         final.save_pretrained(out / "translator")
     summary = {

@@ -1,6 +1,7 @@
 """train.fsdp under torchrun (2 CPU processes, gloo, FSDP2) against one process, on tiny random Llamas.
 
-Properties: the loss trajectory of 2 processes equals one process's on the same global batch;
+Properties: the loss trajectory of 2 processes equals one process's on the same global batch (also with
+the target sharded, `--shard-target`);
 a run SIGKILLed while writing a checkpoint resumes from the last complete one with the same
 subsequent losses as an uninterrupted run (dropout on: RNG states are restored); a checkpoint
 written by 2 processes continues in 1 and one written by 1 continues in 2; gradient accumulation
@@ -91,6 +92,19 @@ def test_two_processes_match_one_process_on_the_same_global_batch(runs):
     record = json.loads((runs / "two" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["samples_per_s"] > 0 and record["tokens_per_s"] > 0 and len(record["peak_mem_mb"]) == 2
     assert "infonce" in record  # InfoNCE active, computed over the batch gathered from both ranks
+
+
+def test_sharded_target_gives_the_same_losses_and_evaluates_in_step(models, runs, tmp_path):
+    """--shard-target: the frozen target's blocks are FSDP2-sharded too (each forward all-gathers
+    them); losses equal the one-process run's, and the greedy evaluation (HF ``synced_gpus``, every
+    rank stepping until all are done) finishes on both ranks with the same accuracy."""
+    out = tmp_path / "sharded"
+    torchrun(flags(models, out, "--dropout", "0", "--shard-target"))
+    assert_same(losses(runs / "one"), losses(out), range(1, STEPS + 1))
+    sharded, one = (json.loads((p / "summary.json").read_text()) for p in (out, runs / "one"))
+    assert sharded["world_size"] == 2 and sharded["config"]["shard_target"]
+    assert sharded["test_bridged_acc"] == one["test_bridged_acc"]
+    assert sharded["samples"]["bridged"] == one["samples"]["bridged"]
 
 
 def test_sigkill_while_checkpointing_then_resume_gives_the_same_losses(models, tmp_path):
