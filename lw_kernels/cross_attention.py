@@ -45,6 +45,29 @@ def _tanh(x):
 
 
 @triton.jit
+def _batch_head(H):
+    """Grid axis 1 is batch * heads: (that index, batch, head), the last two int64 for offsets."""
+    bh = tl.program_id(1)
+    return bh, (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+
+
+@triton.jit
+def _tile(ptr, base, rows, offs_d, rmask, dmask, s_r, s_d, TRANS: tl.constexpr):
+    """A [rows, D] tile of a strided (.., rows, D) tensor, or its transpose [D, rows]; zeros off the edges."""
+    if TRANS:
+        return tl.load(ptr + base + rows[None, :] * s_r + offs_d[:, None] * s_d, mask=rmask[None, :] & dmask[:, None], other=0.0)
+    return tl.load(ptr + base + rows[:, None] * s_r + offs_d[None, :] * s_d, mask=rmask[:, None] & dmask[None, :], other=0.0)
+
+
+@triton.jit
+def _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK: tl.constexpr):
+    """Keys inside the sequence and not padded (the uint8 key padding mask, 1 = attend)."""
+    if HAS_MASK:
+        return nmask & (tl.load(mask_ptr + b * sm_b + offs_n, mask=nmask, other=0) != 0)
+    return nmask
+
+
+@triton.jit
 def _xattn_fwd_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, gate_ptr, res_ptr, out_ptr, attn_ptr, lse_ptr,
     sq_b, sq_h, sq_m, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, sm_b,
@@ -55,15 +78,12 @@ def _xattn_fwd_kernel(
     # Under torch.compile these floats arrived as fp64 (Inductor, H100 run 2): keep the math fp32.
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = _batch_head(H)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mmask = offs_m < Lq
     dmask = offs_d < Dh
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d,
-                mask=mmask[:, None] & dmask[None, :], other=0.0)
+    q = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d, False)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -72,13 +92,9 @@ def _xattn_fwd_kernel(
         if start < Lk:
             offs_n = start + tl.arange(0, BLOCK_N)
             nmask = offs_n < Lk
-            kt = tl.load(k_ptr + b * sk_b + h * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d,
-                         mask=nmask[None, :] & dmask[:, None], other=0.0)
-            v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d,
-                        mask=nmask[:, None] & dmask[None, :], other=0.0)
-            valid = nmask
-            if HAS_MASK:
-                valid = valid & (tl.load(mask_ptr + b * sm_b + offs_n, mask=nmask, other=0) != 0)
+            kt = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d, True)
+            v = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d, False)
+            valid = _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK)
             s = _dot(q, kt, PREC, UPCAST) * qk_scale_log2
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -116,15 +132,13 @@ def _xattn_bwd_dq_kernel(
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     sm_scale = tl.cast(sm_scale, tl.float32)
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = _batch_head(H)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mmask = offs_m < Lq
     dmask = offs_d < Dh
     io_mask = mmask[:, None] & dmask[None, :]
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d, mask=io_mask, other=0.0)
+    q = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d, False)
     cols = h * Dh + offs_d
     g = tl.load(g_ptr + b * sg_b + offs_m[:, None] * sg_m + cols[None, :] * sg_c, mask=io_mask, other=0.0).to(tl.float32)
     attn = tl.load(attn_ptr + b * Lq * H * Dh + offs_m[:, None] * (H * Dh) + cols[None, :], mask=io_mask, other=0.0)
@@ -140,13 +154,9 @@ def _xattn_bwd_dq_kernel(
         if start < Lk:
             offs_n = start + tl.arange(0, BLOCK_N)
             nmask = offs_n < Lk
-            kt = tl.load(k_ptr + b * sk_b + h * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d,
-                         mask=nmask[None, :] & dmask[:, None], other=0.0)
-            vt = tl.load(v_ptr + b * sv_b + h * sv_h + offs_n[None, :] * sv_n + offs_d[:, None] * sv_d,
-                         mask=nmask[None, :] & dmask[:, None], other=0.0)
-            valid = nmask
-            if HAS_MASK:
-                valid = valid & (tl.load(mask_ptr + b * sm_b + offs_n, mask=nmask, other=0) != 0)
+            kt = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d, True)
+            vt = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d, True)
+            valid = _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK)
             s = _dot(q, kt, PREC, UPCAST) * qk_scale_log2
             p = tl.where(valid[None, :], tl.math.exp2(s - lse[:, None]), 0.0)
             dp = _dot(do, vt, PREC, UPCAST)
@@ -170,19 +180,15 @@ def _xattn_bwd_dkdv_kernel(
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     sm_scale = tl.cast(sm_scale, tl.float32)
     pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    bh, b, h = _batch_head(H)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     nmask = offs_n < Lk
     dmask = offs_d < Dh
     kv_mask = nmask[:, None] & dmask[None, :]
-    k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :] * sk_d, mask=kv_mask, other=0.0)
-    v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d, mask=kv_mask, other=0.0)
-    valid = nmask
-    if HAS_MASK:
-        valid = valid & (tl.load(mask_ptr + b * sm_b + offs_n, mask=nmask, other=0) != 0)
+    k = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d, False)
+    v = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d, False)
+    valid = _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK)
     tg = _tanh(tl.load(gate_ptr).to(tl.float32))
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -192,8 +198,7 @@ def _xattn_bwd_dkdv_kernel(
         if start < Lq:
             offs_m = start + tl.arange(0, BLOCK_M)
             mmask = offs_m < Lq
-            qt = tl.load(q_ptr + b * sq_b + h * sq_h + offs_m[None, :] * sq_m + offs_d[:, None] * sq_d,
-                         mask=mmask[None, :] & dmask[:, None], other=0.0)
+            qt = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d, True)
             g = tl.load(g_ptr + b * sg_b + offs_m[:, None] * sg_m + cols[None, :] * sg_c,
                         mask=mmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
             do = (tg * g).to(k.dtype)

@@ -13,10 +13,13 @@ Decisions:
   unless it landed in the framing fields (magic, version, header length, payload length), which are
   reported by name.
 - CRC32C (Castagnoli), not zlib's CRC-32: it is what storage and network stacks use (iSCSI, ext4,
-  gRPC) and has hardware instructions. No new dependency: a 256-entry table in Python for short
-  inputs, and for long ones the same table run over thousands of lanes at once in numpy, the lane
-  CRCs joined with precomputed "append n zero bytes" operators (CRC linearity, as zlib's
-  crc32_combine).
+  gRPC) and has hardware instructions. Computed by ``google-crc32c`` (Google's C library with
+  SSE4.2/ARMv8 CRC instructions; a dependency) when its C implementation is present: ~30 us for a
+  278 KB packet on the dev CPU against ~3 ms for the numpy fallback, which was most of the packet
+  encode + decode time at 8B batch 8. Fallback, where it is missing or pure-Python: a 256-entry
+  table in Python for short inputs, and for long ones the same table run over thousands of lanes at
+  once in numpy, the lane CRCs joined with precomputed "append n zero bytes" operators (CRC
+  linearity, as zlib's crc32_combine). Tests check both against a byte-at-a-time reference.
 - The payload is the lw_kernels layout verbatim (packed codes of every row, then every row's fp16
   scales), or raw fp16/bf16 values at 16 bits: no re-packing between the kernels and the wire.
 - A message is ``batch x num_tokens x dim``; a packet carries tokens ``[chunk_start, chunk_start +
@@ -226,8 +229,26 @@ def _crc_register_lanes(data) -> int:
     return int(reg[0])
 
 
+def _native_crc32c():
+    try:
+        import google_crc32c
+    except ImportError:
+        return None
+    return google_crc32c.value if google_crc32c.implementation == "c" else None
+
+
+_NATIVE_CRC32C = _native_crc32c()
+
+
 def crc32c(data) -> int:
     """CRC32C (Castagnoli) of a bytes-like object; crc32c(b"123456789") == 0xE3069283."""
+    if _NATIVE_CRC32C is not None:
+        return _NATIVE_CRC32C(data if isinstance(data, bytes) else bytes(memoryview(data).cast("B")))
+    return crc32c_numpy(data)
+
+
+def crc32c_numpy(data) -> int:
+    """The fallback without ``google-crc32c``'s C library (table lanes in numpy)."""
     data = memoryview(data).cast("B")
     if len(data) < _LANE_THRESHOLD:
         return _crc_register_py(0xFFFFFFFF, data) ^ 0xFFFFFFFF

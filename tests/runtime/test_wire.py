@@ -34,6 +34,7 @@ from lw_runtime.wire import (
     UnsupportedVersionError,
     WireFormatError,
     crc32c,
+    crc32c_numpy,
     crc32c_reference,
     message_bytes,
     parse_packet,
@@ -87,12 +88,24 @@ def quant_bound(x, bits, group_size):
 
 
 # ----------------------------------------------------------------------------- CRC and layout
-def test_crc32c_matches_the_standard_check_value_and_the_bytewise_reference():
-    assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(b"") == 0
-    for n in (4095, 4096, 4097, 70001, 1 << 18):
+@pytest.mark.parametrize("impl", ["default", "numpy"])
+def test_crc32c_matches_the_standard_check_value_and_the_bytewise_reference(impl):
+    """Both the default (google-crc32c's C library when installed) and the numpy fallback."""
+    fn = crc32c if impl == "default" else crc32c_numpy
+    assert fn(b"123456789") == 0xE3069283
+    assert fn(b"") == 0
+    assert fn(memoryview(bytearray(b"123456789"))) == 0xE3069283  # writable buffers too
+    for n in (1, 4095, 4096, 4097, 70001, 1 << 18):
         data = os.urandom(n)
-        assert crc32c(data) == crc32c_reference(data), n
+        assert fn(data) == crc32c_reference(data), n
+
+
+def test_the_native_crc32c_is_used_where_it_is_installed():
+    """The README's install brings google-crc32c; with its C library present the fast path is on."""
+    google_crc32c = pytest.importorskip("google_crc32c")
+    from lw_runtime import wire
+
+    assert (wire._NATIVE_CRC32C is not None) == (google_crc32c.implementation == "c")
 
 
 def test_header_fields_table_matches_the_packed_header():
