@@ -288,6 +288,15 @@ def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_n
     return target.model.generate(**kwargs)
 
 
+def _check_synced(synced_gpus: bool, runtime: str) -> None:
+    if not synced_gpus:
+        return
+    if runtime == "static":
+        raise ValueError("synced_gpus runs on HF's generate; the static runtime needs the whole target in this process")
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("synced_gpus needs an initialised torch.distributed process group (e.g. under torchrun)")
+
+
 def generate(
     target: LoadedModel,
     soft_tokens: torch.Tensor | None = None,
@@ -324,8 +333,7 @@ def generate(
     collective); it takes HF's path, the static runtime holding whole weights.
     """
     soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens)
-    if synced_gpus and runtime == "static":
-        raise ValueError("synced_gpus runs on HF's generate; the static runtime needs the whole target in this process")
+    _check_synced(synced_gpus, runtime)
     rt = None if synced_gpus else select_runtime(target, runtime)
     args = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -381,9 +389,11 @@ def stream(target: LoadedModel, soft_tokens: torch.Tensor | None = None, **kwarg
         if bad in kwargs:
             raise TypeError(f"stream() does not take {bad!r}")
     runtime = kwargs.pop("runtime", "auto")
-    rt = None if kwargs.get("synced_gpus") else select_runtime(target, runtime)
+    synced_gpus = kwargs.pop("synced_gpus", False)
+    _check_synced(synced_gpus, runtime)
+    rt = None if synced_gpus else select_runtime(target, runtime)
     if rt is None:
-        yield from _stream_hf(target, soft_tokens, kwargs)
+        yield from _stream_hf(target, soft_tokens, {**kwargs, "synced_gpus": synced_gpus})
         return
     source_args = {k: kwargs.pop(k, None) for k in ("translator", "source", "source_texts", "texts", "packets")}
     source_max_tokens = kwargs.pop("source_max_tokens", 512)

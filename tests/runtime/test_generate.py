@@ -97,3 +97,38 @@ def test_streaming_yields_the_same_text(target):
     streamed = "".join(streamer)
     worker.join()
     assert streamed == generate(target, soft, texts=["\nAnswer:"], max_new_tokens=6)[0]
+
+
+class _Called(Exception):
+    pass
+
+
+def test_synced_gpus_takes_hf_generate_with_the_flag(target, monkeypatch):
+    """With a sharded target every rank must keep stepping (HF ``synced_gpus``): generate() and
+    stream() then take HF's path even for a Llama target (whose default is the static runtime) and
+    hand the flag on; without it nothing reaches HF generate."""
+    import lw_runtime
+
+    seen = []
+
+    def spy(**kwargs):
+        seen.append(kwargs)
+        raise _Called
+
+    monkeypatch.setattr(target.model, "generate", spy)
+    soft = torch.zeros(1, 4, 576)
+    with pytest.raises(ValueError, match="process group"):
+        generate(target, soft, max_new_tokens=2, synced_gpus=True)  # not under torchrun
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    with pytest.raises(_Called):
+        generate(target, soft, max_new_tokens=2, synced_gpus=True)
+    with pytest.raises(_Called):
+        "".join(lw_runtime.stream(target, soft, max_new_tokens=2, synced_gpus=True))
+    assert [k.get("synced_gpus") for k in seen] == [True, True]
+    with pytest.raises(ValueError, match="static runtime"):
+        generate(target, soft, max_new_tokens=2, synced_gpus=True, runtime="static")
+    with pytest.raises(ValueError, match="static runtime"):
+        "".join(lw_runtime.stream(target, soft, max_new_tokens=2, synced_gpus=True, runtime="static"))
+    assert isinstance(generate(target, soft, max_new_tokens=2, synced_gpus=False)[0], str)
+    assert isinstance("".join(lw_runtime.stream(target, soft, max_new_tokens=2, synced_gpus=False)), str)
+    assert len(seen) == 2  # the static runtime served the last two

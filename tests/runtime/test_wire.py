@@ -100,12 +100,21 @@ def test_crc32c_matches_the_standard_check_value_and_the_bytewise_reference(impl
         assert fn(data) == crc32c_reference(data), n
 
 
-def test_the_native_crc32c_is_used_where_it_is_installed():
-    """The README's install brings google-crc32c; with its C library present the fast path is on."""
+def test_the_native_crc32c_is_used_where_it_is_installed(monkeypatch):
+    """The README's install brings google-crc32c; where its C library is there, crc32c() must not
+    fall back to numpy (the fallback is made to fail here) and must agree with the reference."""
     google_crc32c = pytest.importorskip("google_crc32c")
+    if google_crc32c.implementation != "c":
+        pytest.skip("google-crc32c without its C library: the numpy fallback is used (tested above)")
     from lw_runtime import wire
 
-    assert (wire._NATIVE_CRC32C is not None) == (google_crc32c.implementation == "c")
+    def no_fallback(data):
+        raise AssertionError("numpy fallback used although google-crc32c's C library is installed")
+
+    monkeypatch.setattr(wire, "crc32c_numpy", no_fallback)
+    data = os.urandom(300_001)
+    assert wire.crc32c(data) == crc32c_reference(data)
+    assert wire.crc32c(bytearray(b"123456789")) == 0xE3069283
 
 
 def test_header_fields_table_matches_the_packed_header():
