@@ -72,7 +72,6 @@ class Pair:
         self.label, self.source, self.target, self.translator, self.notes = label, source, target, translator, notes
         self.rt_source = StaticRuntime(source.model)  # fuses weights on CUDA (views: HF forward still works)
         self.rt_target = StaticRuntime(target.model)
-        self.fingerprint = translator_fingerprint(translator)
 
 
 def build_pair(kind: str, dev, dtype) -> Pair:
@@ -210,8 +209,7 @@ def _ms(seconds: float) -> float:
 def _fresh(pair: Pair) -> None:
     """Drop the runtimes' cached shapes, so the next call allocates caches and captures graphs again."""
     for rt in (pair.rt_source, pair.rt_target):
-        rt._slots.clear()
-        rt.active = None
+        rt.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

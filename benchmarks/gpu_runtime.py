@@ -52,8 +52,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from lw_runtime import kv_cache  # noqa: E402
 from lw_runtime.decode_loop import DecodeLoop  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/e2e.py
-import e2e  # noqa: E402
+from benchmarks import e2e  # noqa: E402
 from lw_runtime.runtime import StaticRuntime, cache_length  # noqa: E402
 
 T0 = time.time()

@@ -115,10 +115,19 @@ def build_inputs(
 RUNTIMES = ("auto", "static", "hf")
 
 
-def select_runtime(target: LoadedModel, runtime: str = "auto"):
-    """The StaticRuntime for ``target`` ("static"/"auto" on Llama-family models), or None for HF generate."""
+def select_runtime(target: LoadedModel, runtime: str = "auto", synced_gpus: bool = False):
+    """The StaticRuntime for ``target`` ("static"/"auto" on Llama-family models), or None for HF generate.
+
+    ``synced_gpus`` (a sharded target: every rank steps until all are done) is HF's flag, so it
+    means HF generate; it needs a process group and cannot be asked of the static runtime."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if synced_gpus:
+        if runtime == "static":
+            raise ValueError("synced_gpus runs on HF's generate; the static runtime needs the whole target in this process")
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError("synced_gpus needs an initialised torch.distributed process group (e.g. under torchrun)")
+        return None
     if runtime == "hf":
         return None
     try:
@@ -274,6 +283,7 @@ def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_n
         no_repeat_ngram_size=no_repeat_ngram_size,
         pad_token_id=target.tokenizer.pad_token_id,
         eos_token_id=eos_token_id if eos_token_id is not None else target.tokenizer.eos_token_id,
+        synced_gpus=synced_gpus,
     )
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p)
@@ -283,18 +293,7 @@ def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_n
         kwargs.update(stop_strings=stop_strings, tokenizer=target.tokenizer)
     if streamer is not None:  # e.g. transformers.TextIteratorStreamer(target.tokenizer, skip_prompt=True)
         kwargs.update(streamer=streamer)
-    if synced_gpus:
-        kwargs.update(synced_gpus=True)
     return target.model.generate(**kwargs)
-
-
-def _check_synced(synced_gpus: bool, runtime: str) -> None:
-    if not synced_gpus:
-        return
-    if runtime == "static":
-        raise ValueError("synced_gpus runs on HF's generate; the static runtime needs the whole target in this process")
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise ValueError("synced_gpus needs an initialised torch.distributed process group (e.g. under torchrun)")
 
 
 def generate(
@@ -333,8 +332,7 @@ def generate(
     collective); it takes HF's path, the static runtime holding whole weights.
     """
     soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens)
-    _check_synced(synced_gpus, runtime)
-    rt = None if synced_gpus else select_runtime(target, runtime)
+    rt = select_runtime(target, runtime, synced_gpus)
     args = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                 stop_strings=stop_strings, eos_token_id=eos_token_id)
@@ -390,8 +388,7 @@ def stream(target: LoadedModel, soft_tokens: torch.Tensor | None = None, **kwarg
             raise TypeError(f"stream() does not take {bad!r}")
     runtime = kwargs.pop("runtime", "auto")
     synced_gpus = kwargs.pop("synced_gpus", False)
-    _check_synced(synced_gpus, runtime)
-    rt = None if synced_gpus else select_runtime(target, runtime)
+    rt = select_runtime(target, runtime, synced_gpus)
     if rt is None:
         yield from _stream_hf(target, soft_tokens, {**kwargs, "synced_gpus": synced_gpus})
         return

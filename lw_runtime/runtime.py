@@ -223,6 +223,11 @@ class StaticRuntime:
         return self.active.cache
 
     # ------------------------------------------------------------------ request setup
+    def clear(self) -> None:
+        """Drop every cached (batch, max_len) slot and its graphs; the next ``start`` allocates again."""
+        self._slots.clear()
+        self.active = None
+
     def start(self, batch: int, max_len: int, prefix: PrefixCache | None = None, prefix_rows: list[int] | None = None) -> KVCache:
         """Begin a request of ``batch`` rows needing at most ``max_len`` cache slots (prefix + prompt + new tokens)."""
         if batch < 1 or max_len < 1:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lw_runtime.data import load_task
+from lw_runtime.generate import generate
 from lw_runtime.leakage import check_disjoint, check_target_inputs
 from lw_runtime.protocols import answer_continuation, full_text_prompt, target_alone_prompt, target_prompt
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
@@ -43,9 +44,9 @@ from .config import TrainConfig
 from .distributed import DistContext
 from .metrics_log import MetricsLog
 from .source_cache import SourceCache, forget_shared_models, shared_cache, shared_models, truncate_blocks
-from .validation import evaluate_sharded, greedy_texts
+from .validation import evaluate_sharded
 
-__all__ = ["SourceCache", "Trainer", "shared_cache", "shared_models", "train", "truncate_blocks"]
+__all__ = ["SourceCache", "Trainer", "train", "truncate_blocks"]
 
 
 def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
@@ -251,18 +252,19 @@ class Trainer:
         )
         return record
 
-    def evaluate(self, examples, translator=None, synced: bool | None = None) -> tuple[float, list[str]]:
-        """Bridged accuracy on ``examples`` (greedy generation, strict extraction)."""
+    def evaluate(self, examples, translator=None) -> tuple[float, list[str]]:
+        """Bridged accuracy on ``examples`` (greedy generation, strict extraction; with a sharded
+        target every rank steps until all are done, HF's ``synced_gpus``)."""
         cfg, ctx = self.cfg, self.ctx
         translator = translator if translator is not None else self.translator
-        synced = (ctx.distributed and cfg.shard_target) if synced is None else synced
         was_training = translator.training
         translator.eval()
 
         def run_chunk(chunk):
             hidden, mask = self.cache.batch(chunk, ctx.device)
             soft = translator(hidden, mask)
-            return greedy_texts(self.target, soft, [target_prompt(e, cfg.protocol) for e in chunk], cfg.max_new_tokens, synced)
+            return generate(self.target, soft, texts=[target_prompt(e, cfg.protocol) for e in chunk],
+                            max_new_tokens=cfg.max_new_tokens, synced_gpus=cfg.shard_target)
 
         try:
             return evaluate_sharded(ctx, examples, run_chunk)
@@ -359,11 +361,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     else:
         if cfg.resume and ctx.is_main:
             print(f"--resume: no complete checkpoint in {ckpt.root}; starting fresh", flush=True)
-        if ckpt.complete() and ctx.is_main:  # a fresh run: keep the previous run's checkpoints one generation
-            previous = ckpt.root.with_name("checkpoints.prev")
-            shutil.rmtree(previous, ignore_errors=True)
-            ckpt.root.rename(previous)
-            print(f"fresh run: the previous checkpoints moved to {previous}", flush=True)
+        if ctx.is_main:
+            _set_aside_previous_run(out, ckpt)
         ctx.barrier()
     ckpt.clear_partial()
     log = MetricsLog(out, ctx, cfg.tensorboard, truncate_after=resumed_from)
@@ -444,8 +443,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     test_acc, test_out = trainer.evaluate(test_set, translator=final)
     alone_acc, alone_out = evaluate_sharded(
         ctx, test_set,
-        lambda chunk: greedy_texts(target, None, [target_alone_prompt(e, cfg.protocol) for e in chunk], cfg.max_new_tokens,
-                                   ctx.distributed and cfg.shard_target),
+        lambda chunk: generate(target, texts=[target_alone_prompt(e, cfg.protocol) for e in chunk],
+                               max_new_tokens=cfg.max_new_tokens, synced_gpus=cfg.shard_target),
     )
     if ctx.is_main:
         final.save_pretrained(out / "translator")
@@ -483,6 +482,19 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     if ctx.is_main:
         _atomic_json(out / "summary.json", summary)
     return summary, final, test_set
+
+
+def _set_aside_previous_run(out: Path, ckpt: Checkpointer) -> None:
+    """A fresh run in a used folder keeps the previous run one generation: its complete checkpoints
+    go to ``checkpoints.prev/``, its log and summary to ``metrics.prev.jsonl`` / ``summary.prev.json``."""
+    if ckpt.complete():
+        previous = ckpt.root.with_name("checkpoints.prev")
+        shutil.rmtree(previous, ignore_errors=True)
+        ckpt.root.rename(previous)
+        print(f"fresh run: the previous checkpoints moved to {previous}", flush=True)
+    for name, prev in (("metrics.jsonl", "metrics.prev.jsonl"), ("summary.json", "summary.prev.json")):
+        if (out / name).exists():
+            (out / name).replace(out / prev)
 
 
 def _plain_translator(config: TranslatorConfig, state: dict) -> BottleneckedGatedTranslator:

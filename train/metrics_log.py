@@ -1,8 +1,8 @@
 """metrics.jsonl (and TensorBoard when the package is installed) for a training run.
 
 Decisions: only rank 0 writes; a resumed run first drops the records after its checkpoint's step, so
-the log reads as one uninterrupted run; a fresh run in a used folder moves the old log to
-``metrics.prev.jsonl`` (as old checkpoints go to ``checkpoints.prev/``) instead of appending to it; TensorBoard is optional (``pip install -e ".[tensorboard]"``)
+the log reads as one uninterrupted run; a fresh run starts a new file (train.loop first moves a
+previous run's log to ``metrics.prev.jsonl``, beside ``checkpoints.prev/``); TensorBoard is optional (``pip install -e ".[tensorboard]"``)
 and skipped silently without it: metrics.jsonl always has every figure.
 """
 
@@ -27,11 +27,7 @@ class MetricsLog:
             tmp = path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             tmp.replace(path)
-        elif truncate_after is None and path.exists():  # a fresh run in a used folder: keep the old log aside
-            path.replace(out / "metrics.prev.jsonl")
-            if (out / "summary.json").exists():  # and the summary that went with it
-                (out / "summary.json").replace(out / "summary.prev.json")
-        self.file = path.open("a")
+        self.file = path.open("a" if truncate_after is not None else "w")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -85,8 +85,7 @@ def shared_models(cfg: TrainConfig, device, dtype):
     """Load (or reuse, within one process: sweeps and tests) the frozen source and target."""
     key = (cfg.source, cfg.target, str(device), str(dtype))
     if key not in _MODELS:
-        _MODELS.clear()
-        _CACHES.clear()  # the caches hold the old source model
+        forget_shared_models()  # one pair at a time; the caches hold the old source model
         _MODELS[key] = (load_model(cfg.source, dtype=dtype, device=device), load_model(cfg.target, dtype=dtype, device=device))
     return _MODELS[key]
 

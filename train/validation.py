@@ -12,16 +12,9 @@ import math
 
 import torch
 
-from lw_runtime.generate import generate
 from lw_runtime.protocols import exact_match
 
 from .distributed import DistContext
-
-
-def greedy_texts(target, soft, prompts, max_new_tokens, synced: bool) -> list[str]:
-    """``lw_runtime.generate`` (greedy); with a sharded target every rank keeps stepping until all
-    are done (``synced_gpus``), since each forward all-gathers the blocks' weights."""
-    return generate(target, soft, texts=prompts, max_new_tokens=max_new_tokens, synced_gpus=synced)
 
 
 @torch.no_grad()

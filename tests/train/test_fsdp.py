@@ -169,15 +169,22 @@ def test_nonfinite_steps_are_skipped_counted_and_bounded(models, tmp_path, monke
 
 
 def test_a_fresh_run_in_a_used_folder_starts_a_new_metrics_log(tmp_path):
+    """What train() does before a fresh run's log opens: the previous log and summary set aside."""
+    from train.checkpoint import Checkpointer
     from train.distributed import DistContext
+    from train.loop import _set_aside_previous_run
     from train.metrics_log import MetricsLog
 
     ctx = DistContext()  # one process, rank 0
     first = MetricsLog(tmp_path, ctx, tensorboard=False)
     first.write({"step": 1, "loss": 1.0})
     first.close()
+    (tmp_path / "summary.json").write_text('{"run": 1}')
+    _set_aside_previous_run(tmp_path, Checkpointer(tmp_path / "checkpoints", ctx, 2))
     second = MetricsLog(tmp_path, ctx, tensorboard=False)
     second.write({"step": 1, "loss": 2.0})
     second.close()
     assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2.0]
     assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.prev.jsonl").read_text().splitlines()] == [1.0]
+    assert json.loads((tmp_path / "summary.prev.json").read_text()) == {"run": 1}
+    assert not (tmp_path / "summary.json").exists()
