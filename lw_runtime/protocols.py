@@ -6,6 +6,11 @@ Protocols:
 - ``context``: the source reads the passage; the target sees the soft tokens and the question as
   text (context compression). Compression ratio = passage tokens / soft tokens.
 
+Source order (``soft_only`` only, where the source reads both fields): ``passage_first`` (the
+default, "Passage: ... / Question: ...") or ``question_first``. A causal source reading the question
+first can mark the asked fact in the passage's own hidden states; reading it last, only the
+question's positions can know which fact is asked. The text baselines keep the passage-first format.
+
 Decisions:
 - The target's text is built only from the fields in ``TARGET_FIELDS[protocol]``; the gold answer
   is never among them. Training appends the answer as the teacher-forced continuation, after the
@@ -23,6 +28,7 @@ import string
 
 PROTOCOLS = ("soft_only", "context")
 ANCHOR = "Answer:"
+SOURCE_ORDERS = ("passage_first", "question_first")
 SOURCE_FIELDS = {"soft_only": ("passage", "question"), "context": ("passage",)}
 TARGET_FIELDS = {"soft_only": (), "context": ("question",)}
 
@@ -32,24 +38,26 @@ def _check(protocol: str) -> None:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
-def _join(passage: str, question: str) -> str:
+def _join(passage: str, question: str, question_first: bool = False) -> str:
     parts = []
     if passage:
         parts.append(f"Passage: {passage}")
     if question:
-        parts.append(f"Question: {question}")
+        parts.insert(0 if question_first else len(parts), f"Question: {question}")
     return "\n".join(parts)
 
 
-def source_text(example, protocol: str) -> str:
-    """What the source reads."""
+def source_text(example, protocol: str, order: str = "passage_first") -> str:
+    """What the source reads; ``order`` puts the question before or after the passage."""
     _check(protocol)
+    if order not in SOURCE_ORDERS:
+        raise ValueError(f"unknown source order {order!r}; known: {', '.join(SOURCE_ORDERS)}")
     allowed = SOURCE_FIELDS[protocol]
     passage = example.passage if "passage" in allowed else ""
     question = example.question if "question" in allowed else ""
     if protocol == "context" and not passage:
         raise ValueError(f"example {example.id}: the context protocol needs a passage; use soft_only")
-    return _join(passage, question)
+    return _join(passage, question, question_first=order == "question_first")
 
 
 def target_prompt(example, protocol: str) -> str:

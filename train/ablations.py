@@ -109,7 +109,7 @@ def measure_latency(cfg, translator, source, target, examples, repeats: int = 5)
     bits = 4
 
     def bridge():
-        states = encode_source(source, [source_text(e, cfg.protocol)], cfg.source_layer, cfg.max_source_tokens)
+        states = encode_source(source, [source_text(e, cfg.protocol, cfg.source_order)], cfg.source_layer, cfg.max_source_tokens)
         with torch.no_grad():
             soft = translator(states.hidden, states.mask)
         soft = quantize_soft(soft, bits)

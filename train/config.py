@@ -26,6 +26,8 @@ class TrainConfig:
     task: str = _f("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), arithmetic")
     eval_task: str = _f("", "task of the validation and test splits (empty = --task); another task measures generalisation")
     protocol: str = _f("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
+    source_order: str = _f("passage_first", "what the source reads first: passage_first or question_first (a causal source that reads the question first can mark the asked fact in the passage's states); no effect in context, where the source reads no question, so one flag serves a whole ladder")
+    wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
     preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
     tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
     depth: int = _f(0, "translator depth (0 = the preset's)")
@@ -75,6 +77,18 @@ class TrainConfig:
     out_dir: str = _f("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     progress: bool = _f(True, "show a progress bar")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Reject flag combinations that would be silently ignored, before any model is loaded."""
+    from lw_runtime.protocols import SOURCE_ORDERS
+
+    if cfg.source_order not in SOURCE_ORDERS:
+        raise ValueError(f"--source-order must be one of {SOURCE_ORDERS}, got {cfg.source_order!r}")
+    if not 0.0 <= cfg.wide_answers <= 1.0:
+        raise ValueError(f"--wide-answers is a probability in [0, 1], got {cfg.wide_answers}")
+    if cfg.wide_answers > 0 and cfg.task.split(":")[0] != "relay_qa":
+        raise ValueError(f"--wide-answers replaces relay_qa word values; task {cfg.task!r} has none")
 
 
 def build_parser() -> argparse.ArgumentParser:

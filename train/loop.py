@@ -40,7 +40,7 @@ from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses
 from .checkpoint import Checkpointer
-from .config import TrainConfig
+from .config import TrainConfig, check_config
 from .distributed import DistContext
 from .metrics_log import MetricsLog
 from .source_cache import SourceCache, forget_shared_models, shared_cache, shared_models, truncate_blocks
@@ -278,6 +278,7 @@ def train(cfg: TrainConfig, return_models: bool = False):
     With ``return_models`` it returns ``(summary, translator, source, target)`` and the summary
     carries the test examples under ``_test_examples`` (not written to disk). Under torchrun every
     rank returns; only rank 0's summary carries the baselines."""
+    check_config(cfg)
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # put back at the end: sweeps and tests train in-process
@@ -322,7 +323,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     out = Path(cfg.out_dir)
     device = ctx.device
     translator_rng = torch.get_rng_state()  # the translator is initialised from here, as in one process
-    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed)
+    wide = {"wide": cfg.wide_answers} if cfg.wide_answers > 0 else {}
+    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **wide)
     eval_task = cfg.eval_task or cfg.task
     # answers are compared only within one task family: an arithmetic result that happens to
     # equal a relay-QA age is no leak

@@ -45,12 +45,14 @@ def truncate_blocks(loaded, keep: int):
 class SourceCache:
     """Source states per example id, computed once in batches (the source is frozen)."""
 
-    def __init__(self, source, layer: int, max_tokens: int, protocol: str, enabled: bool = True):
+    def __init__(self, source, layer: int, max_tokens: int, protocol: str, enabled: bool = True,
+                 order: str = "passage_first"):
         self.source, self.layer, self.max_tokens, self.protocol, self.enabled = source, layer, max_tokens, protocol, enabled
+        self.order = order
         self.store: dict[str, torch.Tensor] = {}
 
     def _encode(self, examples):
-        states = encode_source(self.source, [source_text(e, self.protocol) for e in examples], self.layer, self.max_tokens)
+        states = encode_source(self.source, [source_text(e, self.protocol, self.order) for e in examples], self.layer, self.max_tokens)
         return [states.hidden[i][states.mask[i]] for i in range(len(examples))]
 
     def fill(self, examples, batch_size: int = 64):
@@ -94,9 +96,10 @@ _CACHES: dict = {}
 
 
 def shared_cache(cfg: TrainConfig, source) -> "SourceCache":
-    key = (id(source), cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
+    key = (id(source), cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source, cfg.source_order)
     if key not in _CACHES:
-        _CACHES[key] = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source)
+        _CACHES[key] = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol, cfg.cache_source,
+                                   cfg.source_order)
     return _CACHES[key]
 
 

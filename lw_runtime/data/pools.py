@@ -7,6 +7,12 @@ Decisions:
   Sorting (rather than bucketing each hash) gives exact split sizes, so even a 68-entry colour pool
   gives every split enough values; the salt keeps different pools' partitions independent.
   The partition depends only on the file contents: editing a pool file reshuffles its splits.
+- ``words.txt`` (scripts/make_words.py: ~26k words that are one whole-word token in both embedded
+  models' vocabularies) is a training-only answer vocabulary for ``--wide-answers``: with a few
+  dozen training values per kind a translator can pass training by memorising a label set and then
+  fails on every unseen value; thousands of values force it to carry the word itself.
+  ``wide_words()`` removes, case-insensitively, every word of every validation and test entry of
+  every pool, so validation/test answers stay unseen in training.
 - Numeric answer pools (4-digit codes, ages; 2- and 3-digit codes for cheaper tests) are partitioned the same way on their decimal strings,
   so no answer value is shared between splits.
 """
@@ -57,3 +63,15 @@ def split_pool(name: str, split: str) -> tuple[str, ...]:
     numeric = {"codes": CODES, "ages": AGES, "codes2": SHORT_CODES[2], "codes3": SHORT_CODES[3]}
     entries = numeric.get(name) or read_pool(name)
     return partition(entries, salt=name)[split]
+
+
+WIDE_FILE = "words"
+
+
+@lru_cache(maxsize=None)
+def wide_words() -> tuple[str, ...]:
+    """The training-only wide answer vocabulary, without any word of a validation/test pool entry."""
+    text = resources.files(__package__).joinpath(f"{WIDE_FILE}.txt").read_text(encoding="utf-8")
+    held_out = {word.lower() for name in POOL_FILES for split in SPLITS[1:]
+                for entry in split_pool(name, split) for word in entry.split()}
+    return tuple(w for w in (line.strip() for line in text.splitlines()) if w and w.lower() not in held_out)

@@ -12,6 +12,11 @@ Decisions:
   "4821", nor "Bern" inside "Bernard"); passages that break this are redrawn.
 - One random.Random per call, seeded from a string of all arguments: identical arguments give an
   identical list, and `relay_qa(s, n)` is a prefix of `relay_qa(s, m)` for n < m.
+- `wide` (training split only) is the chance that a fact of a word kind (city, job, pet, colour)
+  takes its value from the wide vocabulary (pools.wide_words: ~26k words, none of them in any
+  validation/test pool) instead of its kind's pool: one word, or two words in 30% of draws, so that
+  multi-token values are copied too. The sentence stays the kind's template ("Ann keeps a compass").
+  `wide=0` draws exactly what it drew before the option existed.
 - `kinds=("code",)` gives the 1-fact code relay: one short sentence; `code_digits=2` gives the
   shorter codes of the CPU learning test (task "relay_code2").
 """
@@ -21,13 +26,15 @@ from __future__ import annotations
 import random
 
 from .example import Example, check_split
-from .pools import split_pool
+from .pools import split_pool, wide_words
 from .templates import RELAY_FACTS, RELAY_QUESTIONS
 
 KINDS = ("code", "city", "job", "pet", "colour", "age")
 VALUE_POOLS = {"code": "codes", "city": "cities", "job": "jobs", "pet": "pets",
                "colour": "colours", "age": "ages"}
+WORD_KINDS = ("city", "job", "pet", "colour")
 MAX_REDRAWS = 200
+WIDE_PAIR_FRACTION = 0.3
 
 
 def article(word: str) -> str:
@@ -43,7 +50,17 @@ def _draw_names(rng: random.Random, firsts: tuple[str, ...], lasts: tuple[str, .
     return names
 
 
-def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...], code_digits: int = 4):
+def _wide_value(rng: random.Random, taken: set[str]) -> str:
+    words = wide_words()
+    while True:
+        n = 2 if rng.random() < WIDE_PAIR_FRACTION else 1
+        value = " ".join(rng.choice(words) for _ in range(n))
+        if value not in taken:
+            return value
+
+
+def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...], code_digits: int = 4,
+                  wide: float = 0.0):
     firsts, lasts = split_pool("first_names", split), split_pool("surnames", split)
     n_people = rng.randint(-(-n_facts // len(kinds)), n_facts)
     people = _draw_names(rng, firsts, lasts, n_people)
@@ -51,9 +68,11 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
         pairs = [(people[0], rng.choice(kinds))]
     else:
         pairs = rng.sample([(person, kind) for person in people for kind in kinds], n_facts)
+    is_wide = [wide > 0 and kind in WORD_KINDS and rng.random() < wide for _, kind in pairs]
     counts: dict[str, int] = {}
-    for _, kind in pairs:
-        counts[kind] = counts.get(kind, 0) + 1
+    for (_, kind), w in zip(pairs, is_wide):
+        if not w:
+            counts[kind] = counts.get(kind, 0) + 1
     values_by_kind: dict[str, list[str]] = {}
     for kind, count in counts.items():
         pool_name = VALUE_POOLS[kind] if kind != "code" or code_digits == 4 else f"codes{code_digits}"
@@ -62,8 +81,10 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
             raise ValueError(f"n_facts={n_facts}: the {split} pool for {kind!r} has only {len(pool)} values")
         values_by_kind[kind] = [rng.choice(pool)] if count == 1 else rng.sample(pool, count)
     facts, sentences, fact_templates = [], [], []
-    for person, kind in pairs:
-        value = values_by_kind[kind].pop()
+    taken = {value for values in values_by_kind.values() for value in values}
+    for (person, kind), w in zip(pairs, is_wide):
+        value = _wide_value(rng, taken) if w else values_by_kind[kind].pop()
+        taken.add(value)
         template = rng.choice(RELAY_FACTS[kind][split])
         facts.append((person, kind, value))
         fact_templates.append(template)
@@ -80,9 +101,10 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
 
 
 def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
-             kinds: tuple[str, ...] | None = None, code_digits: int = 4) -> list[Example]:
+             kinds: tuple[str, ...] | None = None, code_digits: int = 4, wide: float = 0.0) -> list[Example]:
     """`n` relay-QA examples of `n_facts` facts each from `split`; `kinds` restricts the attributes;
-    `code_digits` (2, 3 or 4) sets the length of the code answers."""
+    `code_digits` (2, 3 or 4) sets the length of the code answers; `wide` (training only) is the
+    chance that a word-kind fact's value comes from the wide vocabulary."""
     check_split(split)
     kinds = tuple(kinds) if kinds is not None else KINDS
     unknown = [kind for kind in kinds if kind not in KINDS]
@@ -92,12 +114,19 @@ def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
         raise ValueError(f"code_digits must be 2, 3 or 4, got {code_digits}")
     if n_facts < 1:
         raise ValueError(f"n_facts must be at least 1, got {n_facts}")
+    if not 0.0 <= wide <= 1.0:
+        raise ValueError(f"wide must be a probability in [0, 1], got {wide}")
+    if wide > 0 and split != "train":
+        raise ValueError(f"wide answers are a training-only augmentation; the {split} split keeps its own unseen pools")
+    if wide > 0 and not set(kinds) & set(WORD_KINDS):
+        raise ValueError(f"wide answers replace word values ({', '.join(WORD_KINDS)}); kinds {kinds} have none")
     tag = ("all" if kinds == KINDS else "+".join(kinds)) + ("" if code_digits == 4 else f"-d{code_digits}")
+    tag += f"-wide{wide:g}" if wide > 0 else ""
     rng = random.Random(f"relay_qa|{split}|{n_facts}|{tag}|{seed}")
     examples = []
     for index in range(n):
         for _ in range(MAX_REDRAWS):
-            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits)
+            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits, wide)
             if passage.count(answer) == 1:
                 break
         else:

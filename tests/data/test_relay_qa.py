@@ -121,3 +121,33 @@ def test_bad_arguments_raise_value_error(kwargs):
     args = dict(split="train", n=3) | kwargs
     with pytest.raises(ValueError):
         relay_qa(**args)
+
+
+def test_wide_zero_draws_exactly_what_it_drew_before():
+    assert relay_qa("train", 300, n_facts=4, seed=7, wide=0.0) == relay_qa("train", 300, n_facts=4, seed=7)
+
+
+def test_wide_answers_come_from_the_wide_vocabulary_and_never_from_a_held_out_pool():
+    from lw_runtime.data.pools import POOL_FILES, split_pool, wide_words
+    from lw_runtime.data.synthetic import WORD_KINDS
+
+    held_out = {w.lower() for name in POOL_FILES for split in SPLITS[1:] for entry in split_pool(name, split)
+                for w in entry.split()}
+    vocab = set(wide_words())
+    assert len(vocab) > 20_000 and not {w.lower() for w in vocab} & held_out
+    examples = relay_qa("train", 2000, n_facts=2, seed=3, wide=0.5)
+    word_facts = [v for e in examples for _, kind, v in e.meta["facts"] if kind in WORD_KINDS]
+    wide = [v for v in word_facts if all(w in vocab for w in v.split())
+            and not any(v in split_pool(pool, "train") for pool in ("cities", "jobs", "pets", "colours"))]
+    assert 0.35 < len(wide) / len(word_facts) < 0.65  # about half, as asked
+    assert any(" " in v for v in wide) and any(" " not in v for v in wide)  # single words and pairs
+    assert not {w.lower() for v in wide for w in v.split()} & held_out
+    for e in examples:  # still one unambiguous span per passage
+        assert e.passage.count(e.answer) == 1
+    assert all(v.isdigit() for e in examples for _, kind, v in e.meta["facts"] if kind in ("code", "age"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(split="test", wide=0.5), dict(wide=1.5), dict(wide=0.5, kinds=("code",))])
+def test_bad_wide_arguments_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        relay_qa(**(dict(split="train", n=3) | kwargs))

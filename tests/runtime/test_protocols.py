@@ -32,6 +32,15 @@ def test_protocol_fields():
         target_prompt(e, "telepathy")
 
 
+def test_source_order_moves_the_question_and_nothing_else():
+    e = relay_qa("validation", 1, n_facts=4)[0]
+    first = source_text(e, "soft_only", "question_first")
+    assert first == f"Question: {e.question}\nPassage: {e.passage}"
+    assert source_text(e, "soft_only") == source_text(e, "soft_only", "passage_first") == f"Passage: {e.passage}\nQuestion: {e.question}"
+    with pytest.raises(ValueError, match="unknown source order"):
+        source_text(e, "soft_only", "sideways")
+
+
 def test_strict_extraction_takes_the_first_line_only():
     assert extract_answer(" 4821\nQuestion: 1234") == "4821"
     assert exact_match(" 4821.", "4821")

@@ -4,7 +4,9 @@ import subprocess
 import sys
 from dataclasses import fields
 
-from train.config import TrainConfig, parse_args
+import pytest
+
+from train.config import TrainConfig, check_config, parse_args
 
 
 def test_help_documents_every_flag():
@@ -18,3 +20,14 @@ def test_overrides_and_boolean_switches():
     cfg = parse_args(["--tokens", "64", "--no-infonce", "--kl-teacher", "--lr", "3e-4", "--task", "relay_qa:4"])
     assert cfg.tokens == 64 and not cfg.infonce and cfg.kl_teacher and cfg.lr == 3e-4 and cfg.task == "relay_qa:4"
     assert parse_args([]) == TrainConfig()
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--source-order", "sideways"], "--source-order"),
+    (["--wide-answers", "2"], "probability"),
+    (["--wide-answers", "0.5", "--task", "relay_code"], "replaces relay_qa word values"),
+])
+def test_flags_that_would_be_ignored_are_rejected(flags, problem):
+    with pytest.raises(ValueError, match=problem):
+        check_config(parse_args(flags))
+    check_config(parse_args([]))
