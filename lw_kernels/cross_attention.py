@@ -52,11 +52,17 @@ def _batch_head(H):
 
 
 @triton.jit
-def _tile(ptr, base, rows, offs_d, rmask, dmask, s_r, s_d, TRANS: tl.constexpr):
-    """A [rows, D] tile of a strided (.., rows, D) tensor, or its transpose [D, rows]; zeros off the edges."""
-    if TRANS:
-        return tl.load(ptr + base + rows[None, :] * s_r + offs_d[:, None] * s_d, mask=rmask[None, :] & dmask[:, None], other=0.0)
+def _tile(ptr, base, rows, offs_d, rmask, dmask, s_r, s_d):
+    """A [rows, D] tile of a strided (.., rows, D) tensor; zeros off the edges."""
     return tl.load(ptr + base + rows[:, None] * s_r + offs_d[None, :] * s_d, mask=rmask[:, None] & dmask[None, :], other=0.0)
+
+
+@triton.jit
+def _tile_t(ptr, base, rows, offs_d, rmask, dmask, s_r, s_d):
+    """The transpose [D, rows] of ``_tile``'s tile, loaded directly. (One helper with a constexpr
+    TRANS flag and two returns does not compile: Triton requires every return of a jit function
+    to have one type, and [D, rows] differs from [rows, D]; the interpreter does not check this.)"""
+    return tl.load(ptr + base + rows[None, :] * s_r + offs_d[:, None] * s_d, mask=rmask[None, :] & dmask[:, None], other=0.0)
 
 
 @triton.jit
@@ -83,7 +89,7 @@ def _xattn_fwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     mmask = offs_m < Lq
     dmask = offs_d < Dh
-    q = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d, False)
+    q = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -92,8 +98,8 @@ def _xattn_fwd_kernel(
         if start < Lk:
             offs_n = start + tl.arange(0, BLOCK_N)
             nmask = offs_n < Lk
-            kt = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d, True)
-            v = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d, False)
+            kt = _tile_t(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d)
+            v = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d)
             valid = _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK)
             s = _dot(q, kt, PREC, UPCAST) * qk_scale_log2
             s = tl.where(valid[None, :], s, float("-inf"))
@@ -138,7 +144,7 @@ def _xattn_bwd_dq_kernel(
     mmask = offs_m < Lq
     dmask = offs_d < Dh
     io_mask = mmask[:, None] & dmask[None, :]
-    q = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d, False)
+    q = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d)
     cols = h * Dh + offs_d
     g = tl.load(g_ptr + b * sg_b + offs_m[:, None] * sg_m + cols[None, :] * sg_c, mask=io_mask, other=0.0).to(tl.float32)
     attn = tl.load(attn_ptr + b * Lq * H * Dh + offs_m[:, None] * (H * Dh) + cols[None, :], mask=io_mask, other=0.0)
@@ -154,8 +160,8 @@ def _xattn_bwd_dq_kernel(
         if start < Lk:
             offs_n = start + tl.arange(0, BLOCK_N)
             nmask = offs_n < Lk
-            kt = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d, True)
-            vt = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d, True)
+            kt = _tile_t(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d)
+            vt = _tile_t(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d)
             valid = _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK)
             s = _dot(q, kt, PREC, UPCAST) * qk_scale_log2
             p = tl.where(valid[None, :], tl.math.exp2(s - lse[:, None]), 0.0)
@@ -186,8 +192,8 @@ def _xattn_bwd_dkdv_kernel(
     nmask = offs_n < Lk
     dmask = offs_d < Dh
     kv_mask = nmask[:, None] & dmask[None, :]
-    k = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d, False)
-    v = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d, False)
+    k = _tile(k_ptr, b * sk_b + h * sk_h, offs_n, offs_d, nmask, dmask, sk_n, sk_d)
+    v = _tile(v_ptr, b * sv_b + h * sv_h, offs_n, offs_d, nmask, dmask, sv_n, sv_d)
     valid = _key_valid(mask_ptr, b, sm_b, offs_n, nmask, HAS_MASK)
     tg = _tanh(tl.load(gate_ptr).to(tl.float32))
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -198,7 +204,7 @@ def _xattn_bwd_dkdv_kernel(
         if start < Lq:
             offs_m = start + tl.arange(0, BLOCK_M)
             mmask = offs_m < Lq
-            qt = _tile(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d, True)
+            qt = _tile_t(q_ptr, b * sq_b + h * sq_h, offs_m, offs_d, mmask, dmask, sq_m, sq_d)
             g = tl.load(g_ptr + b * sg_b + offs_m[:, None] * sg_m + cols[None, :] * sg_c,
                         mask=mmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
             do = (tg * g).to(k.dtype)
