@@ -23,7 +23,6 @@ import platform
 import random
 import resource
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -32,6 +31,7 @@ import torch
 
 from lw_runtime.packets import Decoder, decode, encode_soft_tokens
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
+from train.provenance import commit
 from lw_runtime.wire import CRC_SIZE, HEADER_FIELDS, HEADER_SIZE, WireFormatError, parse_packet, seal_body, translator_fingerprint
 
 EXTREMES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 255, 256, 2**15, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 1]
@@ -129,13 +129,6 @@ def run_once(rng, packets, translator, max_bytes):
     return None
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -184,7 +177,7 @@ def main() -> int:
     if args.out:
         record = dict(
             command=" ".join(sys.argv), date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            commit=git_commit(), host=platform.node(), python=platform.python_version(), torch=torch.__version__,
+            commit=commit(), host=platform.node(), python=platform.python_version(), torch=torch.__version__,
             seconds=elapsed, iterations=iterations, outcomes=dict(outcomes),
             by_mutation={k: dict(v) for k, v in by_kind.items()}, failures=len(failures),
             peak_rss_mib=rss_peak / 1024,

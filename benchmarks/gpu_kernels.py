@@ -34,6 +34,7 @@ from benchmarks.timing import median_ms  # noqa: E402
 
 import lw_kernels  # noqa: E402
 from lw_kernels import cross_attention, quant, reference, rms_layernorm  # noqa: E402
+from train.provenance import commit  # noqa: E402
 
 RESULTS: dict = {"checks": [], "timings": [], "errors": []}
 T0 = time.time()
@@ -424,7 +425,7 @@ def main():
         "torch": torch.__version__,
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
-        "commit": "uncommitted working tree",
+        "commit": commit(),
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv),

@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -54,6 +53,7 @@ from lw_runtime import kv_cache  # noqa: E402
 from lw_runtime.decode_loop import DecodeLoop  # noqa: E402
 from benchmarks import e2e  # noqa: E402
 from lw_runtime.runtime import StaticRuntime, cache_length  # noqa: E402
+from train.provenance import commit  # noqa: E402
 
 T0 = time.time()
 RESULTS: dict = {"meta": {}, "measurements": {}, "errors": []}
@@ -399,18 +399,6 @@ def e2e_section(args, dev: Device, dtype):
         free()
 
 
-def git_commit() -> str:
-    if os.environ.get("LW_COMMIT"):
-        return os.environ["LW_COMMIT"]
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except Exception:
-        return "unknown (no LW_COMMIT and no git)"
-
-
 def write(out_dir: str):
     os.makedirs(out_dir, exist_ok=True)
     RESULTS["meta"]["total_seconds"] = round(time.time() - T0, 1)
@@ -463,7 +451,7 @@ def main():
     RESULTS["meta"].update({
         "device": torch.cuda.get_device_name() if dev.cuda else f"CPU ({platform.processor() or platform.machine()}), dry run",
         "torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "commit": git_commit(), "dtype": str(dtype).replace("torch.", ""),
+        "python": platform.python_version(), "commit": commit(), "dtype": str(dtype).replace("torch.", ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv), "quick": args.quick, "compile": args.compile,
         "e2e_only": args.e2e_only,

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -47,6 +46,7 @@ from lw_runtime.source import encode_source  # noqa: E402
 from train import distributed  # noqa: E402
 from train.config import parse_args as train_args  # noqa: E402
 from train.loop import SourceCache, Trainer, truncate_blocks  # noqa: E402
+from train.provenance import commit  # noqa: E402
 from train.random_models import build_random  # noqa: E402
 
 T0 = time.time()
@@ -55,16 +55,6 @@ T0 = time.time()
 def log(ctx, *a):
     if ctx.is_main:
         print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
-
-
-def commit() -> str:
-    if os.environ.get("LW_COMMIT"):
-        return os.environ["LW_COMMIT"]
-    try:
-        root = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 class RandomSourceCache:

@@ -46,6 +46,7 @@ from benchmarks.timing import median_ms  # noqa: E402
 
 import lw_kernels  # noqa: E402
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig  # noqa: E402
+from train.provenance import commit  # noqa: E402
 
 RESULTS: dict = {"checks": [], "timings": [], "errors": [], "notes": []}
 T0 = time.time()
@@ -119,7 +120,7 @@ def main():
     RESULTS["meta"] = {
         "device": "CPU smoke run" if SMOKE else torch.cuda.get_device_name(),
         "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
-        "commit": "uncommitted working tree", "python": platform.python_version(),
+        "commit": commit(), "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv),
     }

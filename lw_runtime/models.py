@@ -169,12 +169,26 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        _publish(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename a finished conversion into place. Several processes may convert the same GGUF at once
+    (a GPU sweep starts 8-12): the first complete folder wins and is never replaced, because other
+    processes may already be reading it; a later finisher drops its own copy. Only an incomplete
+    leftover (no config.json, e.g. from an older layout) is removed."""
+    if (out_dir / "config.json").exists():
+        return
+    if out_dir.exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        if not (out_dir / "config.json").exists():  # lost the race to a complete folder: fine
+            raise
 
 
 def converted_gguf_dir(gguf_path: Path) -> Path:

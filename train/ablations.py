@@ -36,7 +36,7 @@ from lw_runtime.metrics import fmt_ci
 
 from .config import parse_args
 from .loop import train
-from .sweep import commit
+from .provenance import commit
 
 RECIPE_OFF = ["--no-rms-match", "--no-infonce", "--no-gate-lr-boost", "--dropout", "0", "--grad-clip", "0", "--no-early-stopping"]
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import parse_args
 from .loop import train
+from .provenance import commit
 
 
 def split_env(flags: list[str]) -> tuple[dict, list[str]]:
@@ -106,20 +107,6 @@ def read_plan(path: str) -> list[tuple[str, list[str]]]:
     if not runs:
         raise ValueError(f"{path}: no runs")
     return runs
-
-
-def commit() -> str:
-    """The code's commit (``LW_COMMIT`` wins: copies of the tree without .git, e.g. a GPU machine)."""
-    import os
-
-    if os.environ.get("LW_COMMIT"):
-        return os.environ["LW_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 COLUMNS = ("status", "best_val_acc", "best_step", "final_val_acc", "test_bridged_acc", "test_target_alone_acc", "steps_run", "train_s")

@@ -50,3 +50,25 @@ def test_special_tokens_follow_the_gguf(target, source):
     assert tok.pad_token_id != tok.eos_token_id
     assert target.model.generation_config.eos_token_id == 2
     assert (source.tokenizer.bos_token_id, source.tokenizer.eos_token_id, source.tokenizer.pad_token_id) == (2, 1, 0)
+
+
+def test_a_late_conversion_never_replaces_a_complete_folder(tmp_path):
+    """Concurrent first loads (a GPU sweep of 8-12 processes): a reader of the first complete
+    folder must not see it deleted by a process that finished converting later."""
+    from lw_runtime.models import _publish
+
+    out = tmp_path / "converted" / "model-abc"
+    first, late = tmp_path / "first.tmp", tmp_path / "late.tmp"
+    for folder, tag in ((first, "first"), (late, "late")):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(tag)
+        (folder / "model.safetensors").write_text(tag)
+    out.parent.mkdir()
+    _publish(first, out)
+    _publish(late, out)
+    assert (out / "config.json").read_text() == "first" and (out / "model.safetensors").read_text() == "first"
+    broken = tmp_path / "converted" / "model-broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_text("half")  # an incomplete leftover is replaced
+    _publish(late, broken)
+    assert (broken / "config.json").read_text() == "late"

@@ -1,0 +1,25 @@
+"""Which code produced a result: the commit every results file records.
+
+``LW_COMMIT`` wins (copies of the tree without an up-to-date .git, e.g. on a GPU machine, where the
+caller exports the commit it sent); otherwise ``git rev-parse --short HEAD`` of this checkout, with
+``+dirty`` when tracked files differ from it; ``unknown`` without either.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commit() -> str:
+    if os.environ.get("LW_COMMIT"):
+        return os.environ["LW_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
