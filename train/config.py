@@ -37,6 +37,7 @@ class TrainConfig:
     source_position: str = _f("conv", "order information for the translator's memory: none, learned (absolute table) or conv (causal depthwise conv over 4 source tokens; the default on weak evidence: on seeds 0-3 of the 4-digit relay it learned in 3 of 4 runs, none in 1 of 4, results/sweeps/README.md)")
     query_init_std: float = _f(1e-3, "std of the translator's learned queries at initialisation")
     gate_init: float = _f(0.0, "initial value of every residual gate (output scaled by tanh(gate))")
+    init_from: str = _f("", "start from a saved translator folder (a run's OUT/translator or OUT/best) instead of a fresh one: a curriculum stage (e.g. 4 facts from the 1-fact translator) or fine-tuning; the architecture must match, the optimizer starts fresh")
     target_layers: int = _f(0, "keep only the target's first N blocks (0 = all); a cheaper setting for CPU tests")
     steps: int = _f(1200, "optimizer steps")
     batch_size: int = _f(32, "global batch: examples per optimizer step over all processes and micro-batches (per process per micro-batch: batch / (world x grad-accum))")
@@ -87,6 +88,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--source-order must be one of {SOURCE_ORDERS}, got {cfg.source_order!r}")
     if not 0.0 <= cfg.wide_answers <= 1.0:
         raise ValueError(f"--wide-answers is a probability in [0, 1], got {cfg.wide_answers}")
+    if cfg.init_from:
+        from pathlib import Path
+
+        from lw_runtime.translator import CONFIG_NAME
+
+        if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
+            raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")
     if cfg.wide_answers > 0 and cfg.task.split(":")[0] != "relay_qa":
         raise ValueError(f"--wide-answers replaces relay_qa word values; task {cfg.task!r} has none")
 
