@@ -1,0 +1,103 @@
+"""A curriculum over tasks: ``python -m train.curriculum TASK[,TASK...] --out-dir DIR [train flags]``.
+
+Each stage is one ``train.fsdp`` run on its task (e.g. ``relay_qa:1,relay_qa:2,relay_qa:4``: the
+fact ladder), in ``DIR/stage<i>_<task>``; every stage after the first starts from the previous
+stage's translator (``--init-from``; with early stopping that is the best one by validation). The
+common flags apply to every stage, and ``--steps`` may be a comma list, one budget per stage.
+``DIR/curriculum.json`` collects each stage's held-out results, with the device, date, commit and
+command; the last stage's test split is the curriculum's result. A stage whose ``summary.json``
+exists with the same flags is reused (unless an earlier stage was retrained in this call: its
+translator then changed), so a curriculum can be finished over several calls.
+
+Decisions: stages run in one process, one after the other (the models load once); each stage's
+optimizer and learning-rate schedule start fresh, as after ``--init-from``; a stage evaluates on
+its own task's validation and test splits, so the table shows how each rung does when it is learnt.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import parse_args
+from .loop import train
+from .provenance import commit
+
+RESULT_KEYS = ("test_bridged_acc", "test_target_alone_acc", "best_val_acc", "best_step", "final_val_acc",
+               "steps_run", "train_s")
+
+
+def _take(flags: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` from ``flags`` and return VALUE (None when absent)."""
+    if name not in flags:
+        return None
+    i = flags.index(name)
+    if i + 1 >= len(flags):
+        raise SystemExit(f"{name} needs a value")
+    value = flags[i + 1]
+    del flags[i : i + 2]
+    return value
+
+
+def stage_flags(tasks: list[str], common: list[str]) -> list[tuple[str, list[str]]]:
+    """(stage folder name, the flags of that stage's run) for every stage, validated up front."""
+    common = list(common)
+    out_dir = Path(_take(common, "--out-dir") or "runs/curriculum")
+    steps = _take(common, "--steps")
+    if _take(common, "--task") is not None or _take(common, "--init-from") is not None:
+        raise SystemExit("train.curriculum sets --task and --init-from itself; give the tasks as its first argument")
+    budgets = steps.split(",") if steps else []
+    if len(budgets) not in (0, 1, len(tasks)):
+        raise SystemExit(f"--steps gives {len(budgets)} budgets for {len(tasks)} stages (give one, or one per stage)")
+    stages, previous = [], None
+    for i, task in enumerate(tasks):
+        name = f"stage{i + 1}_{task.replace(':', '_f')}"
+        flags = common + ["--task", task, "--out-dir", str(out_dir / name)]
+        if budgets:
+            flags += ["--steps", budgets[i] if len(budgets) > 1 else budgets[0]]
+        if previous is not None:
+            flags += ["--init-from", str(out_dir / previous / "translator")]
+        parse_args(flags)  # every stage's flags must parse before the first one trains
+        stages.append((name, flags))
+        previous = name
+    return stages
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        print(__doc__)
+        return 2
+    tasks = [t for t in argv[0].split(",") if t]
+    stages = stage_flags(tasks, argv[1:])
+    out_dir = Path(parse_args(stages[0][1]).out_dir).parent
+    rows, retrained = [], False
+    for name, flags in stages:
+        cfg = parse_args(flags)
+        done = Path(cfg.out_dir) / "summary.json"
+        summary = json.loads(done.read_text()) if done.exists() else None
+        if retrained or summary is None or summary.get("config") != asdict(cfg):
+            retrained = True
+            started = time.time()
+            summary = train(cfg)
+            print(f"[curriculum] {name}: bridged {summary['test_bridged_acc']:.3f} on {cfg.task} "
+                  f"({time.time() - started:.0f}s)", flush=True)
+        else:
+            print(f"[curriculum] {name}: reusing {done}", flush=True)
+        rows.append({"stage": name, "task": cfg.task, "init_from": cfg.init_from,
+                     **{k: summary.get(k) for k in RESULT_KEYS}, "device": summary.get("device")})
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+            "command": "python -m train.curriculum " + " ".join(map(shlex.quote, argv))}
+    (out_dir / "curriculum.json").write_text(json.dumps({**meta, "stages": rows}, indent=2))
+    for r in rows:
+        print(f"  {r['stage']:<22} test bridged {100 * r['test_bridged_acc']:.1f}%  target alone "
+              f"{100 * r['test_target_alone_acc']:.1f}%  best val {100 * r['best_val_acc']:.1f}% at {r['best_step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
