@@ -58,14 +58,17 @@ def _signature(kernel, args, kwargs):
 
 
 @contextmanager
-def recorded_launches():
-    """Within the block, kernel launches are recorded as (kernel, args, kwargs), not run."""
+def recorded_launches(modules=None):
+    """Within the block, launches of the ``*_kernel`` functions of ``modules`` (default: lw_kernels'
+    kernel modules) are recorded as (kernel, args, kwargs), not run."""
     import triton
 
-    from . import cross_attention, quant, rms_layernorm
+    if modules is None:
+        from . import cross_attention, quant, rms_layernorm
 
+        modules = (cross_attention, quant, rms_layernorm)
     launches, patched = [], []
-    for module in (cross_attention, quant, rms_layernorm):
+    for module in modules:
         for name in dir(module):
             kernel = getattr(module, name)
             if name.endswith("_kernel") and isinstance(kernel, triton.runtime.jit.JITFunction):
@@ -88,13 +91,14 @@ def exercise_ops() -> None:
     import lw_kernels as K
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for masked in (True, False):
-            q = torch.randn(2, 2, 5, 64, dtype=dtype, requires_grad=True)
-            k = torch.randn(2, 2, 37, 64, dtype=dtype, requires_grad=True)
-            v = torch.randn(2, 2, 37, 64, dtype=dtype, requires_grad=True)
+        # few queries (block sizes differ: the shape that exposed the two-return helper) and 64 queries
+        for (lq, lk), masked in ((shape, m) for shape in ((5, 37), (64, 300)) for m in (True, False)):
+            q = torch.randn(2, 2, lq, 64, dtype=dtype, requires_grad=True)
+            k = torch.randn(2, 2, lk, 64, dtype=dtype, requires_grad=True)
+            v = torch.randn(2, 2, lk, 64, dtype=dtype, requires_grad=True)
             gate = torch.zeros((), dtype=dtype, requires_grad=True)
-            residual = torch.randn(2, 5, 128, dtype=dtype, requires_grad=True)
-            mask = torch.ones(2, 37, dtype=torch.bool) if masked else None
+            residual = torch.randn(2, lq, 128, dtype=dtype, requires_grad=True)
+            mask = torch.ones(2, lk, dtype=torch.bool) if masked else None
             K.gated_cross_attention(q, k, v, mask, gate, residual).sum().backward()
         for affine in (True, False):
             x = torch.randn(3, 576, dtype=dtype, requires_grad=True)
@@ -109,8 +113,9 @@ def exercise_ops() -> None:
             K.fake_quant(x.requires_grad_(), bits).sum().backward()
 
 
-def compile_all(arch: int = ARCH, log=print) -> list[str]:
-    """Record every launch of ``exercise_ops`` and compile each distinct one; returns the failures."""
+def compile_all(arch: int = ARCH, log=print, modules=None, exercise=None) -> list[str]:
+    """Record every launch of ``exercise`` (default ``exercise_ops``) of the kernels in ``modules``
+    (default lw_kernels') and compile each distinct one; returns the failures."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("offline compilation needs TRITON_INTERPRET unset before triton is imported")
     os.environ["LW_FORCE_TRITON"] = "1"
@@ -118,8 +123,8 @@ def compile_all(arch: int = ARCH, log=print) -> list[str]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    with recorded_launches() as launches:
-        exercise_ops()
+    with recorded_launches(modules) as launches:
+        (exercise or exercise_ops)()
     seen, failures = set(), []
     for kernel, args, kwargs in launches:
         signature, constexprs, options = _signature(kernel, args, kwargs)

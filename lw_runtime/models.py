@@ -182,8 +182,20 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     leftover (no config.json, e.g. from an older layout) is removed."""
     if (out_dir / "config.json").exists():
         return
-    if out_dir.exists():
-        shutil.rmtree(out_dir, ignore_errors=True)
+    if out_dir.exists():  # move the leftover aside first: a complete folder renamed in meanwhile stays
+        aside = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old", dir=out_dir.parent))
+        try:
+            out_dir.rename(aside / "leftover")
+        except OSError:
+            pass  # gone already, or replaced by a complete folder: the rename below settles it
+        if (aside / "leftover" / "config.json").exists():  # it had just become complete: put it back
+            try:
+                (aside / "leftover").rename(out_dir)
+            except OSError:
+                pass  # another complete folder took the place
+        shutil.rmtree(aside, ignore_errors=True)
+        if (out_dir / "config.json").exists():
+            return
     try:
         tmp.rename(out_dir)
     except OSError:

@@ -36,7 +36,7 @@ from lw_runtime.metrics import fmt_ci
 
 from .config import parse_args
 from .loop import train
-from .provenance import commit
+from .provenance import commit, environment_line, lw_environment
 
 RECIPE_OFF = ["--no-rms-match", "--no-infonce", "--no-gate-lr-boost", "--dropout", "0", "--grad-clip", "0", "--no-early-stopping"]
 
@@ -165,7 +165,8 @@ def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None 
 
 
 def markdown(name: str, rows: list[dict], meta: dict) -> str:
-    lines = [f"# {name}", "", f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`", ""]
+    lines = [f"# {name}", "", f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`",
+             *environment_line(meta.get("environment", {})), ""]
     if meta.get("missing_runs"):
         lines += [f"not run or not finished (left out): {', '.join(meta['missing_runs'])}", ""]
     methods = list(rows[0]["evaluation"]["methods"])
@@ -281,6 +282,7 @@ def main(argv=None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "commit": commit(),
             "command": "python -m train.ablations " + " ".join(map(shlex.quote, [name] + common)),
+            "environment": lw_environment(),
         }
         if missing:
             meta["missing_runs"] = missing

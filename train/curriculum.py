@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import parse_args
 from .loop import train
-from .provenance import commit
+from .provenance import commit, lw_environment
 
 RESULT_KEYS = ("test_bridged_acc", "test_target_alone_acc", "best_val_acc", "best_step", "final_val_acc",
                "steps_run", "train_s")
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         rows.append({"stage": name, "task": cfg.task, "init_from": cfg.init_from,
                      **{k: summary.get(k) for k in RESULT_KEYS}, "device": summary.get("device")})
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
-            "command": "python -m train.curriculum " + " ".join(map(shlex.quote, argv))}
+            "command": "python -m train.curriculum " + " ".join(map(shlex.quote, argv)), "environment": lw_environment()}
     (out_dir / "curriculum.json").write_text(json.dumps({**meta, "stages": rows}, indent=2))
     for r in rows:
         print(f"  {r['stage']:<22} test bridged {100 * r['test_bridged_acc']:.1f}%  target alone "

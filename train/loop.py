@@ -41,6 +41,7 @@ from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig,
 from . import distributed, losses
 from .checkpoint import Checkpointer
 from .config import TrainConfig, check_config
+from .provenance import lw_environment
 from .distributed import DistContext
 from .metrics_log import MetricsLog
 from .source_cache import SourceCache, forget_shared_models, shared_cache, shared_models, truncate_blocks
@@ -83,7 +84,8 @@ def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTrans
 
 
 ARCHITECTURE_FIELDS = ("source_dim", "target_dim", "num_soft_tokens", "depth", "num_heads", "bottleneck_dim",
-                       "ffn_mult", "source_layer", "source_position", "max_source_positions")
+                       "ffn_mult", "source_layer", "source_position", "max_source_positions", "rms_match",
+                       "source_norm")
 
 
 def init_from_saved(translator: BottleneckedGatedTranslator, directory: str) -> None:
@@ -470,6 +472,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
         final.save_pretrained(out / "translator")
     summary = {
         "config": asdict(cfg),
+        "environment": lw_environment(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "world_size": ctx.world,
         "steps_run": step + 1,

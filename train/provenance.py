@@ -1,8 +1,10 @@
-"""Which code produced a result: the commit every results file records.
+"""Which code produced a result: the commit every results file records, and the LW_* switches.
 
 ``LW_COMMIT`` wins (copies of the tree without an up-to-date .git, e.g. on a GPU machine, where the
 caller exports the commit it sent); otherwise ``git rev-parse --short HEAD`` of this checkout, with
-``+dirty`` when tracked files differ from it; ``unknown`` without either.
+``+dirty`` when tracked files differ from it; ``unknown`` without either. ``lw_environment`` is
+every ``LW_*`` environment variable (``LW_FORCE_REFERENCE=1`` changes which kernels ran), recorded
+beside the commit so a results file says how it was run.
 """
 
 from __future__ import annotations
@@ -23,3 +25,12 @@ def commit() -> str:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def lw_environment() -> dict[str, str]:
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("LW_")}
+
+
+def environment_line(env: dict[str, str]) -> list[str]:
+    """A Markdown line naming the LW_* switches of a run (none: no line)."""
+    return [f"environment: `{' '.join(f'{k}={v}' for k, v in env.items())}`"] if env else []

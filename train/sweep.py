@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import parse_args
 from .loop import train
-from .provenance import commit
+from .provenance import commit, environment_line, lw_environment
 
 
 def split_env(flags: list[str]) -> tuple[dict, list[str]]:
@@ -148,9 +148,11 @@ def main(argv=None) -> int:
             rows.append({"name": name, "flags": " ".join(flags), "status": "ok", **summary, "wall_s": round(time.time() - started, 1)})
             print(json.dumps({k: rows[-1].get(k) for k in ("name",) + COLUMNS}), flush=True)
     device = next((r["device"] for r in rows if "device" in r), "see the runs' stdout.log")
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "command": "python -m train.sweep " + " ".join(map(shlex.quote, argv)), "device": device}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "command": "python -m train.sweep " + " ".join(map(shlex.quote, argv)), "device": device,
+            "environment": lw_environment()}
     (out_dir / "sweep.json").write_text(json.dumps({**meta, "runs": rows}, indent=2))
-    lines = [f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`", ""]
+    lines = [f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`",
+             *environment_line(meta["environment"]), ""]
     lines.append("| run | flags | " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * (len(COLUMNS) + 2))
     for r in rows:
