@@ -6,26 +6,13 @@ import pytest
 
 from lw_runtime.translator import BottleneckedGatedTranslator
 from train import curriculum
-from train.random_models import save_random
-from train.source_cache import forget_shared_models
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("curriculum_models")
-    yield save_random(root / "source", "tiny", seed=1), save_random(root / "target", "tiny-wide", seed=2)
-    forget_shared_models()
+def _common(tiny_run, out):
+    return tiny_run(out, "--eval-every", "2", "--no-early-stopping")
 
 
-def _common(models, out):
-    return ["--source", models[0], "--target", models[1], "--preset", "tiny", "--source-layer", "-1",
-            "--batch-size", "8", "--warmup", "1", "--eval-every", "2", "--checkpoint-every", "0",
-            "--train-examples", "32", "--val-examples", "4", "--test-examples", "4", "--max-new-tokens", "2",
-            "--no-baselines", "--no-progress", "--no-tensorboard", "--no-early-stopping", "--threads", "1",
-            "--out-dir", str(out)]
-
-
-def test_stages_chain_their_translators_and_finished_stages_are_reused(models, tmp_path, capsys, monkeypatch):
+def test_stages_chain_their_translators_and_finished_stages_are_reused(tiny_run, tmp_path, capsys, monkeypatch):
     import train.loop
 
     loaded = []
@@ -37,7 +24,7 @@ def test_stages_chain_their_translators_and_finished_stages_are_reused(models, t
 
     monkeypatch.setattr(train.loop, "init_from_saved", spy)
     out = tmp_path / "cur"
-    argv = ["relay_qa:1,relay_qa:2", *_common(models, out), "--steps", "2,3"]
+    argv = ["relay_qa:1,relay_qa:2", *_common(tiny_run, out), "--steps", "2,3"]
     assert curriculum.main(argv) == 0
     result = json.loads((out / "curriculum.json").read_text())
     stages = result["stages"]
@@ -60,6 +47,6 @@ def test_stages_chain_their_translators_and_finished_stages_are_reused(models, t
 
 @pytest.mark.parametrize("extra, problem", [(["--task", "relay_qa"], "sets --task"),
                                             (["--steps", "1,2,3"], "3 budgets for 2 stages")])
-def test_bad_arguments_stop_before_training(models, tmp_path, extra, problem):
+def test_bad_arguments_stop_before_training(tiny_run, tmp_path, extra, problem):
     with pytest.raises(SystemExit, match=problem):
-        curriculum.main(["relay_qa:1,relay_qa:2", *_common(models, tmp_path / "bad"), *extra])
+        curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, tmp_path / "bad"), *extra])

@@ -6,23 +6,11 @@ import torch
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorMismatchError
 from train.config import check_config, parse_args
 from train.loop import train
-from train.random_models import save_random
-from train.source_cache import forget_shared_models
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("init_from_models")
-    yield save_random(root / "source", "tiny", seed=1), save_random(root / "target", "tiny-wide", seed=2)
-    forget_shared_models()
-
-
-def _flags(models, out, *extra):
-    return ["--source", models[0], "--target", models[1], "--preset", "tiny", "--source-layer", "-1",
-            "--steps", "3", "--batch-size", "8", "--warmup", "1", "--eval-every", "3", "--checkpoint-every", "0",
-            "--train-examples", "32", "--val-examples", "4", "--test-examples", "4", "--max-new-tokens", "2",
-            "--no-baselines", "--no-progress", "--no-tensorboard", "--no-early-stopping", "--threads", "1",
-            "--out-dir", str(out), *extra]
+@pytest.fixture
+def flags(tiny_run):
+    return lambda out, *extra: tiny_run(out, "--steps", "3", "--eval-every", "3", "--no-early-stopping", *extra)
 
 
 def _weights(folder):
@@ -30,25 +18,25 @@ def _weights(folder):
     return dict(BottleneckedGatedTranslator.from_pretrained(folder).named_parameters())
 
 
-def test_a_run_starts_from_the_saved_translator(models, tmp_path):
-    train(parse_args(_flags(models, tmp_path / "stage1", "--task", "relay_code2")))
+def test_a_run_starts_from_the_saved_translator(flags, tmp_path):
+    train(parse_args(flags(tmp_path / "stage1", "--task", "relay_code2")))
     first = _weights(tmp_path / "stage1" / "translator")
     # learning rate 0: AdamW changes nothing, so the second run must end exactly where it started
-    train(parse_args(_flags(models, tmp_path / "stage2", "--task", "relay_qa:2", "--lr", "0",
+    train(parse_args(flags(tmp_path / "stage2", "--task", "relay_qa:2", "--lr", "0",
                             "--init-from", str(tmp_path / "stage1" / "translator"))))
     second = _weights(tmp_path / "stage2" / "translator")
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     # the control: the same second run without --init-from (same seed) ends at its fresh initialisation
-    train(parse_args(_flags(models, tmp_path / "fresh", "--task", "relay_qa:2", "--lr", "0")))
+    train(parse_args(flags(tmp_path / "fresh", "--task", "relay_qa:2", "--lr", "0")))
     fresh = _weights(tmp_path / "fresh" / "translator")
     assert not all(torch.equal(first[k], fresh[k]) for k in first)
 
 
-def test_another_architecture_or_a_missing_folder_is_a_clear_error(models, tmp_path):
-    train(parse_args(_flags(models, tmp_path / "k16", "--task", "relay_code2")))
+def test_another_architecture_or_a_missing_folder_is_a_clear_error(flags, tmp_path):
+    train(parse_args(flags(tmp_path / "k16", "--task", "relay_code2")))
     with pytest.raises(TranslatorMismatchError, match="num_soft_tokens"):
-        train(parse_args(_flags(models, tmp_path / "k4", "--task", "relay_code2", "--tokens", "4",
+        train(parse_args(flags(tmp_path / "k4", "--task", "relay_code2", "--tokens", "4",
                                 "--init-from", str(tmp_path / "k16" / "translator"))))
     with pytest.raises(ValueError, match="no translator_config.json"):
         check_config(parse_args(["--init-from", str(tmp_path / "nowhere")]))

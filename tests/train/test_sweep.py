@@ -7,29 +7,17 @@ import sys
 import pytest
 
 from train import sweep
-from train.random_models import save_random
-from train.source_cache import forget_shared_models
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep_models")
-    yield save_random(root / "source", "tiny", seed=1), save_random(root / "target", "tiny-wide", seed=2)
-    forget_shared_models()
+def _common(tiny_run, out):
+    return tiny_run(out, "--steps", "2", "--eval-every", "2")
 
 
-def _common(models, out):
-    return ["--source", models[0], "--target", models[1], "--preset", "tiny", "--source-layer", "-1",
-            "--steps", "2", "--batch-size", "8", "--warmup", "1", "--eval-every", "2", "--checkpoint-every", "0",
-            "--train-examples", "32", "--val-examples", "4", "--test-examples", "4", "--max-new-tokens", "2",
-            "--no-baselines", "--no-progress", "--no-tensorboard", "--threads", "1", "--out-dir", str(out)]
-
-
-def test_plan_runs_and_records_commit_command_and_lw_switches(models, tmp_path, monkeypatch):
+def test_plan_runs_and_records_commit_command_and_lw_switches(tiny_run, tmp_path, monkeypatch):
     plan = tmp_path / "p.plan"
     plan.write_text("# two settings\na: --task relay_code2\nb: --task relay_qa:2 --wide-answers 0.5  # wide\n")
     monkeypatch.setenv("LW_SWEEP_TEST", "1")
-    assert sweep.main([str(plan), *_common(models, tmp_path / "out")]) == 0
+    assert sweep.main([str(plan), *_common(tiny_run, tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["name"] for r in result["runs"]] == ["a", "b"]
     assert all(r["status"] == "ok" and r["steps_run"] == 2 for r in result["runs"])
@@ -39,18 +27,18 @@ def test_plan_runs_and_records_commit_command_and_lw_switches(models, tmp_path, 
     assert "`LW_SWEEP_TEST=1`" in table and "| b | `--task relay_qa:2 --wide-answers 0.5` | ok |" in table
 
 
-def test_a_bad_line_stops_the_plan_before_anything_trains(models, tmp_path):
+def test_a_bad_line_stops_the_plan_before_anything_trains(tiny_run, tmp_path):
     plan = tmp_path / "p.plan"
     plan.write_text("a: --task relay_code2\nb: --no-such-flag\n")
     with pytest.raises(SystemExit):
-        sweep.main([str(plan), *_common(models, tmp_path / "out")])
+        sweep.main([str(plan), *_common(tiny_run, tmp_path / "out")])
     assert not (tmp_path / "out" / "a").exists()
 
 
-def test_parallel_runs_are_processes_with_their_own_environment(models, tmp_path):
+def test_parallel_runs_are_processes_with_their_own_environment(tiny_run, tmp_path):
     plan = tmp_path / "p.plan"
     plan.write_text("ref: LW_FORCE_REFERENCE=1 --task relay_code2\n")
-    done = subprocess.run([sys.executable, "-m", "train.sweep", str(plan), *_common(models, tmp_path / "out"),
+    done = subprocess.run([sys.executable, "-m", "train.sweep", str(plan), *_common(tiny_run, tmp_path / "out"),
                            "--parallel", "1", "--timeout", "300"], capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads((tmp_path / "out" / "sweep.json").read_text())["runs"][0]
