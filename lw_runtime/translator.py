@@ -26,6 +26,9 @@ Design (see docs/ARCHITECTURE.md):
 - Output projection to the target embedding dim, then RMS-matched LayerNorm: each soft token is
   scaled to the RMS of the target's embedding table (``target_rms``, stored in the config).
 - ``save_pretrained`` / ``from_pretrained``: config JSON + safetensors.
+- ``source_order`` changes nothing in the module: it records how the training run built the source
+  text (``lw_runtime.protocols.source_text(example, protocol, order)``), so a server can build it
+  the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import lw_kernels
+
+from .protocols import SOURCE_ORDERS
 
 CONFIG_NAME = "translator_config.json"
 WEIGHTS_NAME = "translator.safetensors"
@@ -72,6 +77,7 @@ class TranslatorConfig:
     max_source_positions: int = 1024
     source_model: str = ""
     target_model: str = ""
+    source_order: str = "passage_first"  # how training built the source text (protocols.SOURCE_ORDERS)
 
     def __post_init__(self):
         if self.bottleneck_dim % self.num_heads:
@@ -80,6 +86,8 @@ class TranslatorConfig:
             raise ValueError("num_soft_tokens must be >= 1 and depth >= 0")
         if self.source_position not in SOURCE_POSITIONS:
             raise ValueError(f"source_position must be one of {SOURCE_POSITIONS}, got {self.source_position!r}")
+        if self.source_order not in SOURCE_ORDERS:
+            raise ValueError(f"source_order must be one of {SOURCE_ORDERS}, got {self.source_order!r}")
         if self.source_norm not in ("rms", "layer"):
             raise ValueError(f"source_norm must be 'rms' or 'layer', got {self.source_norm!r}")
 

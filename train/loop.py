@@ -75,6 +75,7 @@ def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTrans
         query_init_std=cfg.query_init_std,
         gate_init=cfg.gate_init,
         source_position=cfg.source_position,
+        source_order=cfg.source_order,
         target_rms=target.embedding_rms(),
         source_model=cfg.source,
         target_model=cfg.target,

@@ -87,6 +87,15 @@ def test_save_and_load_round_trip(tmp_path):
     assert back.config == tr.config
 
 
+def test_the_source_order_of_training_travels_with_the_translator(tmp_path):
+    tr = BottleneckedGatedTranslator(TranslatorConfig(source_order="question_first"))
+    tr.save_pretrained(tmp_path)
+    assert BottleneckedGatedTranslator.from_pretrained(tmp_path).config.source_order == "question_first"
+    assert TranslatorConfig().source_order == "passage_first"
+    with pytest.raises(ValueError, match="source_order"):
+        TranslatorConfig(source_order="sideways")
+
+
 def test_from_pretrained_rejects_missing_and_unknown_fields(tmp_path):
     with pytest.raises(FileNotFoundError):
         BottleneckedGatedTranslator.from_pretrained(tmp_path)

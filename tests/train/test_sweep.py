@@ -15,7 +15,7 @@ def _common(tiny_run, out):
 
 def test_plan_runs_and_records_commit_command_and_lw_switches(tiny_run, tmp_path, monkeypatch):
     plan = tmp_path / "p.plan"
-    plan.write_text("# two settings\na: --task relay_code2\nb: --task relay_qa:2 --wide-answers 0.5  # wide\n")
+    plan.write_text("# two settings\na: --task relay_code2\nb: --task relay_qa:2 --wide-answers 0.5 --source-order question_first  # wide\n")
     monkeypatch.setenv("LW_SWEEP_TEST", "1")
     assert sweep.main([str(plan), *_common(tiny_run, tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "sweep.json").read_text())
@@ -23,8 +23,10 @@ def test_plan_runs_and_records_commit_command_and_lw_switches(tiny_run, tmp_path
     assert all(r["status"] == "ok" and r["steps_run"] == 2 for r in result["runs"])
     assert result["environment"]["LW_SWEEP_TEST"] == "1" and result["commit"]
     assert json.loads((tmp_path / "out" / "b" / "summary.json").read_text())["config"]["wide_answers"] == 0.5
+    saved = json.loads((tmp_path / "out" / "b" / "translator" / "translator_config.json").read_text())
+    assert saved["source_order"] == "question_first"  # a server reads how to build the source text here
     table = (tmp_path / "out" / "sweep.md").read_text()
-    assert "`LW_SWEEP_TEST=1`" in table and "| b | `--task relay_qa:2 --wide-answers 0.5` | ok |" in table
+    assert "`LW_SWEEP_TEST=1`" in table and "| b | `--task relay_qa:2 --wide-answers 0.5 --source-order question_first` | ok |" in table
 
 
 def test_a_bad_line_stops_the_plan_before_anything_trains(tiny_run, tmp_path):
