@@ -16,6 +16,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -178,29 +179,24 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Rename a finished conversion into place. Several processes may convert the same GGUF at once
     (a GPU sweep starts 8-12): the first complete folder wins and is never replaced, because other
-    processes may already be reading it; a later finisher drops its own copy. Only an incomplete
-    leftover (no config.json, e.g. from an older layout) is removed."""
-    if (out_dir / "config.json").exists():
-        return
-    if out_dir.exists():  # move the leftover aside first: a complete folder renamed in meanwhile stays
-        aside = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old", dir=out_dir.parent))
+    processes may already be reading it; a later finisher drops its own copy. An incomplete leftover
+    (no config.json, e.g. from an older layout) is moved aside, never deleted in place, and the
+    rename tried again."""
+    for _ in range(2):
         try:
-            out_dir.rename(aside / "leftover")
-        except OSError:
-            pass  # gone already, or replaced by a complete folder: the rename below settles it
-        if (aside / "leftover" / "config.json").exists():  # it had just become complete: put it back
-            try:
-                (aside / "leftover").rename(out_dir)
-            except OSError:
-                pass  # another complete folder took the place
-        shutil.rmtree(aside, ignore_errors=True)
-        if (out_dir / "config.json").exists():
+            tmp.rename(out_dir)  # fails while out_dir exists and is not empty
             return
-    try:
-        tmp.rename(out_dir)
-    except OSError:
-        if not (out_dir / "config.json").exists():  # lost the race to a complete folder: fine
-            raise
+        except OSError:
+            if (out_dir / "config.json").exists():  # another process won: keep its folder
+                return
+        moved = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old", dir=out_dir.parent)) / "leftover"
+        with contextlib.suppress(OSError):  # gone meanwhile
+            out_dir.rename(moved)
+        if (moved / "config.json").exists():  # another process's complete folder arrived meanwhile
+            with contextlib.suppress(OSError):
+                moved.rename(out_dir)
+        shutil.rmtree(moved.parent, ignore_errors=True)
+    tmp.rename(out_dir)  # a third obstacle: let its error speak
 
 
 def converted_gguf_dir(gguf_path: Path) -> Path:

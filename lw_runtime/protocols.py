@@ -38,6 +38,13 @@ def _check(protocol: str) -> None:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
+def check_source_order(order: str, what: str = "source order") -> str:
+    """``order`` if it is one of SOURCE_ORDERS, else a ValueError naming ``what`` (the flag or field)."""
+    if order not in SOURCE_ORDERS:
+        raise ValueError(f"unknown {what} {order!r}; known: {', '.join(SOURCE_ORDERS)}")
+    return order
+
+
 def _join(passage: str, question: str, question_first: bool = False) -> str:
     parts = []
     if passage:
@@ -50,8 +57,7 @@ def _join(passage: str, question: str, question_first: bool = False) -> str:
 def source_text(example, protocol: str, order: str = "passage_first") -> str:
     """What the source reads; ``order`` puts the question before or after the passage."""
     _check(protocol)
-    if order not in SOURCE_ORDERS:
-        raise ValueError(f"unknown source order {order!r}; known: {', '.join(SOURCE_ORDERS)}")
+    check_source_order(order)
     allowed = SOURCE_FIELDS[protocol]
     passage = example.passage if "passage" in allowed else ""
     question = example.question if "question" in allowed else ""

@@ -43,12 +43,16 @@ from torch import nn
 
 import lw_kernels
 
-from .protocols import SOURCE_ORDERS
+from .protocols import check_source_order
 
 CONFIG_NAME = "translator_config.json"
 WEIGHTS_NAME = "translator.safetensors"
 
 
+# Fields that decide the module's parameters or its forward function (not names, init or dropout).
+ARCHITECTURE_FIELDS = ("source_dim", "target_dim", "num_soft_tokens", "depth", "num_heads", "bottleneck_dim",
+                       "ffn_mult", "source_layer", "source_position", "max_source_positions", "rms_match",
+                       "source_norm")
 SOURCE_POSITIONS = ("none", "learned", "conv")
 CONV_WIDTH = 4
 
@@ -77,7 +81,7 @@ class TranslatorConfig:
     max_source_positions: int = 1024
     source_model: str = ""
     target_model: str = ""
-    source_order: str = "passage_first"  # how training built the source text (protocols.SOURCE_ORDERS)
+    source_order: str = "passage_first"  # how training built the source text (protocols.source_text)
 
     def __post_init__(self):
         if self.bottleneck_dim % self.num_heads:
@@ -86,8 +90,7 @@ class TranslatorConfig:
             raise ValueError("num_soft_tokens must be >= 1 and depth >= 0")
         if self.source_position not in SOURCE_POSITIONS:
             raise ValueError(f"source_position must be one of {SOURCE_POSITIONS}, got {self.source_position!r}")
-        if self.source_order not in SOURCE_ORDERS:
-            raise ValueError(f"source_order must be one of {SOURCE_ORDERS}, got {self.source_order!r}")
+        check_source_order(self.source_order, "source_order")
         if self.source_norm not in ("rms", "layer"):
             raise ValueError(f"source_norm must be 'rms' or 'layer', got {self.source_norm!r}")
 
@@ -245,6 +248,13 @@ class BottleneckedGatedTranslator(nn.Module):
                 f"translator maps {self.config.source_dim} -> {self.config.target_dim} dims, but the source "
                 f"model has hidden size {source_dim} and the target {target_dim}"
             )
+
+    def check_same_architecture(self, other: TranslatorConfig, what: str) -> None:
+        """``other``'s weights fit this module and compute the same function (``--init-from``)."""
+        differ = [f"{name}: {what} {getattr(other, name)!r}, this {getattr(self.config, name)!r}"
+                  for name in ARCHITECTURE_FIELDS if getattr(other, name) != getattr(self.config, name)]
+        if differ:
+            raise TranslatorMismatchError(f"{what} has another architecture ({'; '.join(differ)})")
 
     def save_pretrained(self, directory: str | Path) -> None:
         from safetensors.torch import save_file

@@ -34,9 +34,9 @@ import torch
 from lw_runtime import kv_cache
 from lw_runtime.metrics import fmt_ci
 
-from .config import parse_args
+from .config import parse_args, take_flag
 from .loop import train
-from .provenance import commit, environment_line, lw_environment
+from .provenance import commit, header_lines, lw_environment
 
 RECIPE_OFF = ["--no-rms-match", "--no-infonce", "--no-gate-lr-boost", "--dropout", "0", "--grad-clip", "0", "--no-early-stopping"]
 
@@ -165,8 +165,7 @@ def run_plan(name: str, common: list[str], out_dir: Path, only: set[str] | None 
 
 
 def markdown(name: str, rows: list[dict], meta: dict) -> str:
-    lines = [f"# {name}", "", f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`",
-             *environment_line(meta.get("environment", {})), ""]
+    lines = [f"# {name}", "", *header_lines(meta), ""]
     if meta.get("missing_runs"):
         lines += [f"not run or not finished (left out): {', '.join(meta['missing_runs'])}", ""]
     methods = list(rows[0]["evaluation"]["methods"])
@@ -257,12 +256,9 @@ def main(argv=None) -> int:
     collect = "--collect" in common
     if collect:
         common.remove("--collect")
-    if "--only" in common:
-        i = common.index("--only")
-        if i + 1 >= len(common):
-            raise SystemExit("--only needs RUN[,RUN]")
-        only = set(common[i + 1].split(","))
-        del common[i : i + 2]
+    runs = take_flag(common, "--only")
+    if runs is not None:
+        only = set(runs.split(","))
         known = {run for name in names for run, _ in PLANS[name]}
         if only - known:
             raise SystemExit(f"--only: unknown runs {sorted(only - known)}; known: {sorted(known)}")

@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
+from pathlib import Path
+
 from lw_runtime.models import EMBEDDED_SOURCE, EMBEDDED_TARGET
+from lw_runtime.protocols import check_source_order
+from lw_runtime.translator import CONFIG_NAME
 
 
 def _f(default, help_text: str):
@@ -82,21 +86,27 @@ class TrainConfig:
 
 def check_config(cfg: TrainConfig) -> None:
     """Reject flag combinations that would be silently ignored, before any model is loaded."""
-    from lw_runtime.protocols import SOURCE_ORDERS
-
-    if cfg.source_order not in SOURCE_ORDERS:
-        raise ValueError(f"--source-order must be one of {SOURCE_ORDERS}, got {cfg.source_order!r}")
+    check_source_order(cfg.source_order, "--source-order")
     if not 0.0 <= cfg.wide_answers <= 1.0:
         raise ValueError(f"--wide-answers is a probability in [0, 1], got {cfg.wide_answers}")
     if cfg.init_from:
-        from pathlib import Path
-
-        from lw_runtime.translator import CONFIG_NAME
-
         if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
             raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")
     if cfg.wide_answers > 0 and cfg.task.split(":")[0] != "relay_qa":
         raise ValueError(f"--wide-answers replaces relay_qa word values; task {cfg.task!r} has none")
+
+
+def take_flag(flags: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` from a command line's ``flags`` and return VALUE (None when absent): for
+    the drivers (sweep, ablations, curriculum) whose own flags sit among train.fsdp's."""
+    if name not in flags:
+        return None
+    i = flags.index(name)
+    if i + 1 >= len(flags):
+        raise SystemExit(f"{name} needs a value")
+    value = flags[i + 1]
+    del flags[i : i + 2]
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import parse_args
+from .config import parse_args, take_flag
 from .loop import train
 from .provenance import commit, lw_environment
 
@@ -31,24 +31,13 @@ RESULT_KEYS = ("test_bridged_acc", "test_target_alone_acc", "best_val_acc", "bes
                "steps_run", "train_s")
 
 
-def _take(flags: list[str], name: str) -> str | None:
-    """Remove ``name VALUE`` from ``flags`` and return VALUE (None when absent)."""
-    if name not in flags:
-        return None
-    i = flags.index(name)
-    if i + 1 >= len(flags):
-        raise SystemExit(f"{name} needs a value")
-    value = flags[i + 1]
-    del flags[i : i + 2]
-    return value
-
-
-def stage_flags(tasks: list[str], common: list[str]) -> list[tuple[str, list[str]]]:
-    """(stage folder name, the flags of that stage's run) for every stage, validated up front."""
+def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[str, list[str]]]]:
+    """The curriculum's folder, and (stage folder name, the flags of that stage's run) for every
+    stage, validated up front."""
     common = list(common)
-    out_dir = Path(_take(common, "--out-dir") or "runs/curriculum")
-    steps = _take(common, "--steps")
-    if _take(common, "--task") is not None or _take(common, "--init-from") is not None:
+    out_dir = Path(take_flag(common, "--out-dir") or "runs/curriculum")
+    steps = take_flag(common, "--steps")
+    if take_flag(common, "--task") is not None or take_flag(common, "--init-from") is not None:
         raise SystemExit("train.curriculum sets --task and --init-from itself; give the tasks as its first argument")
     budgets = steps.split(",") if steps else []
     if len(budgets) not in (0, 1, len(tasks)):
@@ -64,7 +53,7 @@ def stage_flags(tasks: list[str], common: list[str]) -> list[tuple[str, list[str
         parse_args(flags)  # every stage's flags must parse before the first one trains
         stages.append((name, flags))
         previous = name
-    return stages
+    return out_dir, stages
 
 
 def main(argv=None) -> int:
@@ -73,8 +62,7 @@ def main(argv=None) -> int:
         print(__doc__)
         return 2
     tasks = [t for t in argv[0].split(",") if t]
-    stages = stage_flags(tasks, argv[1:])
-    out_dir = Path(parse_args(stages[0][1]).out_dir).parent
+    out_dir, stages = stage_flags(tasks, argv[1:])
     rows, retrained = [], False
     for name, flags in stages:
         cfg = parse_args(flags)

@@ -36,7 +36,7 @@ from lw_runtime.data import load_task
 from lw_runtime.generate import generate
 from lw_runtime.leakage import check_disjoint, check_target_inputs
 from lw_runtime.protocols import answer_continuation, full_text_prompt, target_alone_prompt, target_prompt
-from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig, TranslatorMismatchError
+from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses
 from .checkpoint import Checkpointer
@@ -84,20 +84,12 @@ def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTrans
     return BottleneckedGatedTranslator(tcfg)
 
 
-ARCHITECTURE_FIELDS = ("source_dim", "target_dim", "num_soft_tokens", "depth", "num_heads", "bottleneck_dim",
-                       "ffn_mult", "source_layer", "source_position", "max_source_positions", "rms_match",
-                       "source_norm")
-
-
 def init_from_saved(translator: BottleneckedGatedTranslator, directory: str) -> None:
     """Start from a saved translator's weights (``--init-from``: a curriculum stage, or fine-tuning):
     every architecture field must match the one this run builds; calibration buffers come from the
     saved translator. The optimizer starts fresh (``--resume`` is for continuing the same run)."""
     saved = BottleneckedGatedTranslator.from_pretrained(directory)
-    differ = [f"{name}: saved {getattr(saved.config, name)!r}, this run {getattr(translator.config, name)!r}"
-              for name in ARCHITECTURE_FIELDS if getattr(saved.config, name) != getattr(translator.config, name)]
-    if differ:
-        raise TranslatorMismatchError(f"--init-from {directory}: the saved translator has another architecture ({'; '.join(differ)})")
+    translator.check_same_architecture(saved.config, f"the translator in --init-from {directory}")
     translator.load_state_dict(saved.state_dict())
 
 

@@ -31,6 +31,9 @@ def lw_environment() -> dict[str, str]:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith("LW_")}
 
 
-def environment_line(env: dict[str, str]) -> list[str]:
-    """A Markdown line naming the LW_* switches of a run (none: no line)."""
-    return [f"environment: `{' '.join(f'{k}={v}' for k, v in env.items())}`"] if env else []
+def header_lines(meta: dict) -> list[str]:
+    """The Markdown lines that open a results table: device, date, commit, command and the LW_*
+    switches (the last only when any was set)."""
+    env = meta.get("environment") or {}
+    return [f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`",
+            *([f"environment: `{' '.join(f'{k}={v}' for k, v in env.items())}`"] if env else [])]

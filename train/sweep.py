@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import parse_args
+from .config import parse_args, take_flag
 from .loop import train
-from .provenance import commit, environment_line, lw_environment
+from .provenance import commit, header_lines, lw_environment
 
 
 def split_env(flags: list[str]) -> tuple[dict, list[str]]:
@@ -118,16 +118,9 @@ def main(argv=None) -> int:
         print(__doc__)
         return 2
     plan, common = argv[0], argv[1:]
-    parallel, timeout = 0, None
-    for flag in ("--parallel", "--timeout"):
-        if flag in common:
-            i = common.index(flag)
-            value = float(common[i + 1])
-            del common[i : i + 2]
-            if flag == "--parallel":
-                parallel = int(value)
-            else:
-                timeout = value
+    parallel = int(take_flag(common, "--parallel") or 0)
+    timeout = take_flag(common, "--timeout")
+    timeout = float(timeout) if timeout is not None else None
     out_dir = Path(parse_args(common).out_dir)
     runs = read_plan(plan)
     for name, flags in runs:  # every line must parse before anything starts
@@ -151,8 +144,7 @@ def main(argv=None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "command": "python -m train.sweep " + " ".join(map(shlex.quote, argv)), "device": device,
             "environment": lw_environment()}
     (out_dir / "sweep.json").write_text(json.dumps({**meta, "runs": rows}, indent=2))
-    lines = [f"device: {meta['device']} · date: {meta['date']} · commit: {meta['commit']}", f"command: `{meta['command']}`",
-             *environment_line(meta["environment"]), ""]
+    lines = [*header_lines(meta), ""]
     lines.append("| run | flags | " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * (len(COLUMNS) + 2))
     for r in rows:
