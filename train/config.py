@@ -32,6 +32,7 @@ class TrainConfig:
     protocol: str = _f("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
     source_order: str = _f("passage_first", "what the source reads first: passage_first or question_first (a causal source that reads the question first can mark the asked fact in the passage's states); no effect in context, where the source reads no question, so one flag serves a whole ladder")
     wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
+    wide_templates: float = _f(0.0, "relay tasks, training only: chance that a fact sentence or the question is worded from the kind's 4 training templates plus 20 extra ones (lw_runtime/data/wide_templates.py, disjoint from every validation/test wording), so the translator must read the fact rather than fit 4 wordings per slot")
     preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
     tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
     depth: int = _f(0, "translator depth (0 = the preset's)")
@@ -89,11 +90,15 @@ def check_config(cfg: TrainConfig) -> None:
     check_source_order(cfg.source_order, "--source-order")
     if not 0.0 <= cfg.wide_answers <= 1.0:
         raise ValueError(f"--wide-answers is a probability in [0, 1], got {cfg.wide_answers}")
+    if not 0.0 <= cfg.wide_templates <= 1.0:
+        raise ValueError(f"--wide-templates is a probability in [0, 1], got {cfg.wide_templates}")
     if cfg.init_from:
         if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
             raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")
     if cfg.wide_answers > 0 and cfg.task.split(":")[0] != "relay_qa":
         raise ValueError(f"--wide-answers replaces relay_qa word values; task {cfg.task!r} has none")
+    if cfg.wide_templates > 0 and not cfg.task.startswith("relay_"):
+        raise ValueError(f"--wide-templates rewords relay-task sentences; task {cfg.task!r} has none")
 
 
 def take_flag(flags: list[str], name: str) -> str | None:

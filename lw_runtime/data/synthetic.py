@@ -17,6 +17,11 @@ Decisions:
   validation/test pool) instead of its kind's pool: one word, or two words in 30% of draws, so that
   multi-token values are copied too. The sentence stays the kind's template ("Ann keeps a compass").
   `wide=0` draws exactly what it drew before the option existed.
+- `wide_templates` (training split only) is the chance that a fact sentence, and the question, take
+  their wording from the kind's 4 training templates plus the extra ones of wide_templates.py
+  instead of the 4 alone: with 4 wordings per slot a translator fits the wordings and misses unseen
+  ones. It is one draw per sentence, made only when the option is on, so `wide_templates=0` draws
+  exactly what it drew before the option existed.
 - `kinds=("code",)` gives the 1-fact code relay: one short sentence; `code_digits=2` gives the
   shorter codes of the CPU learning test (task "relay_code2").
 """
@@ -28,6 +33,7 @@ import random
 from .example import Example, check_split
 from .pools import split_pool, wide_words
 from .templates import RELAY_FACTS, RELAY_QUESTIONS
+from .wide_templates import WIDE_FACTS, WIDE_QUESTIONS
 
 KINDS = ("code", "city", "job", "pet", "colour", "age")
 VALUE_POOLS = {"code": "codes", "city": "cities", "job": "jobs", "pet": "pets",
@@ -59,8 +65,15 @@ def _wide_value(rng: random.Random, taken: set[str]) -> str:
             return value
 
 
+def _wording(rng: random.Random, templates: tuple[str, ...], extra: tuple[str, ...], wide_templates: float) -> str:
+    # no draw at 0, so that runs without the option keep their exact random stream
+    if wide_templates > 0 and rng.random() < wide_templates:
+        templates = templates + extra
+    return rng.choice(templates)
+
+
 def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...], code_digits: int = 4,
-                  wide: float = 0.0):
+                  wide: float = 0.0, wide_templates: float = 0.0):
     firsts, lasts = split_pool("first_names", split), split_pool("surnames", split)
     n_people = rng.randint(-(-n_facts // len(kinds)), n_facts)
     people = _draw_names(rng, firsts, lasts, n_people)
@@ -85,13 +98,13 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
     for (person, kind), w in zip(pairs, is_wide):
         value = _wide_value(rng, taken) if w else values_by_kind[kind].pop()
         taken.add(value)
-        template = rng.choice(RELAY_FACTS[kind][split])
+        template = _wording(rng, RELAY_FACTS[kind][split], WIDE_FACTS[kind], wide_templates)
         facts.append((person, kind, value))
         fact_templates.append(template)
         sentences.append(template.format(name=person, value=value, a=article(value)))
     asked = rng.randrange(n_facts)
     person, kind, answer = facts[asked]
-    question_template = rng.choice(RELAY_QUESTIONS[kind][split])
+    question_template = _wording(rng, RELAY_QUESTIONS[kind][split], WIDE_QUESTIONS[kind], wide_templates)
     passage = " ".join(sentences)
     return passage, question_template.format(name=person), answer, {
         "facts": tuple(facts), "asked": asked, "entity": person, "kind": kind,
@@ -101,10 +114,12 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
 
 
 def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
-             kinds: tuple[str, ...] | None = None, code_digits: int = 4, wide: float = 0.0) -> list[Example]:
+             kinds: tuple[str, ...] | None = None, code_digits: int = 4, wide: float = 0.0,
+             wide_templates: float = 0.0) -> list[Example]:
     """`n` relay-QA examples of `n_facts` facts each from `split`; `kinds` restricts the attributes;
     `code_digits` (2, 3 or 4) sets the length of the code answers; `wide` (training only) is the
-    chance that a word-kind fact's value comes from the wide vocabulary."""
+    chance that a word-kind fact's value comes from the wide vocabulary; `wide_templates` (training
+    only) is the chance that a sentence's wording comes from the training plus the extra wordings."""
     check_split(split)
     kinds = tuple(kinds) if kinds is not None else KINDS
     unknown = [kind for kind in kinds if kind not in KINDS]
@@ -120,13 +135,18 @@ def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
         raise ValueError(f"wide answers are a training-only augmentation; the {split} split keeps its own unseen pools")
     if wide > 0 and not set(kinds) & set(WORD_KINDS):
         raise ValueError(f"wide answers replace word values ({', '.join(WORD_KINDS)}); kinds {kinds} have none")
+    if not 0.0 <= wide_templates <= 1.0:
+        raise ValueError(f"wide_templates must be a probability in [0, 1], got {wide_templates}")
+    if wide_templates > 0 and split != "train":
+        raise ValueError(f"wide templates are a training-only augmentation; the {split} split keeps its own unseen wordings")
     tag = ("all" if kinds == KINDS else "+".join(kinds)) + ("" if code_digits == 4 else f"-d{code_digits}")
     tag += f"-wide{wide:g}" if wide > 0 else ""
+    tag += f"-wtemplates{wide_templates:g}" if wide_templates > 0 else ""
     rng = random.Random(f"relay_qa|{split}|{n_facts}|{tag}|{seed}")
     examples = []
     for index in range(n):
         for _ in range(MAX_REDRAWS):
-            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits, wide)
+            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits, wide, wide_templates)
             if passage.count(answer) == 1:
                 break
         else:

@@ -4,6 +4,8 @@ Names: "relay_qa" (all attributes), "relay_qa:4" (n_facts=4), "relay_code" / "re
 facts only), "relay_code2" / "relay_code3" (code facts with 2- or 3-digit codes), "arithmetic", and "gsm8k" / "squad" / "hotpotqa" with `path=` (a file, folder or hub
 name). For the real datasets `n` is a limit taking the first n records in file order (None for all)
 and `seed` is unused, so evaluation sets stay the same across runs; shuffling is the trainer's job.
+The relay-QA training augmentations `wide` and `wide_templates` pass through to `relay_qa`; any
+other task rejects them with a ValueError rather than a TypeError from deep inside its generator.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .loaders import load_gsm8k, load_hotpotqa, load_squad
 from .synthetic import relay_qa
 
 LOADERS = {"gsm8k": load_gsm8k, "squad": load_squad, "hotpotqa": load_hotpotqa}
+RELAY_AUGMENTATIONS = ("wide", "wide_templates")
 
 
 def load_task(name: str, split: str, n: int | None, seed: int = 0, **kw) -> list[Example]:
@@ -21,6 +24,9 @@ def load_task(name: str, split: str, n: int | None, seed: int = 0, **kw) -> list
     relay = ("relay_qa", "relay_code", "relay_code2", "relay_code3")
     if suffix and base not in relay:
         raise ValueError(f"task {name!r}: only {', '.join(relay)} take a ':n_facts' suffix")
+    augmentations = [key for key in RELAY_AUGMENTATIONS if key in kw]
+    if augmentations and base not in relay:
+        raise ValueError(f"task {name!r}: {', '.join(augmentations)} are relay-QA training augmentations")
     if base in relay:
         if suffix:
             if not suffix.isdigit():

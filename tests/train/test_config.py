@@ -26,8 +26,17 @@ def test_overrides_and_boolean_switches():
     (["--source-order", "sideways"], "--source-order"),
     (["--wide-answers", "2"], "probability"),
     (["--wide-answers", "0.5", "--task", "relay_code"], "replaces relay_qa word values"),
+    (["--wide-templates", "1.5"], "probability"),
+    (["--wide-templates", "0.5", "--task", "arithmetic"], "rewords relay-task sentences"),
 ])
 def test_flags_that_would_be_ignored_are_rejected(flags, problem):
     with pytest.raises(ValueError, match=problem):
         check_config(parse_args(flags))
     check_config(parse_args([]))
+
+
+def test_wide_templates_is_accepted_for_every_relay_task():
+    for task in ("relay_qa", "relay_qa:4", "relay_code", "relay_code2"):
+        cfg = parse_args(["--wide-templates", "0.5", "--task", task])
+        assert cfg.wide_templates == 0.5
+        check_config(cfg)
