@@ -3,7 +3,8 @@
 Each stage is one ``train.fsdp`` run on its task (e.g. ``relay_qa:1,relay_qa:2,relay_qa:4``: the
 fact ladder), in ``DIR/stage<i>_<task>``; every stage after the first starts from the previous
 stage's translator (``--init-from``; with early stopping that is the best one by validation). The
-common flags apply to every stage, and ``--steps`` may be a comma list, one budget per stage.
+common flags apply to every stage, and ``--steps`` and ``--lr`` may be comma lists, one value per stage
+(a later stage fine-tunes: e.g. ``--lr 1e-3,5e-4,5e-4``).
 ``DIR/curriculum.json`` collects each stage's held-out results, with the device, date, commit and
 command; the last stage's test split is the curriculum's result. A stage whose ``summary.json``
 exists with the same flags is reused (unless an earlier stage was retrained in this call: its
@@ -39,15 +40,20 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
     steps = take_flag(common, "--steps")
     if take_flag(common, "--task") is not None or take_flag(common, "--init-from") is not None:
         raise SystemExit("train.curriculum sets --task and --init-from itself; give the tasks as its first argument")
+    lr = take_flag(common, "--lr")
     budgets = steps.split(",") if steps else []
-    if len(budgets) not in (0, 1, len(tasks)):
-        raise SystemExit(f"--steps gives {len(budgets)} budgets for {len(tasks)} stages (give one, or one per stage)")
+    rates = lr.split(",") if lr else []
+    for flag, values in (("--steps", budgets), ("--lr", rates)):
+        if len(values) not in (0, 1, len(tasks)):
+            raise SystemExit(f"{flag} gives {len(values)} values for {len(tasks)} stages (give one, or one per stage)")
     stages, previous = [], None
     for i, task in enumerate(tasks):
         name = f"stage{i + 1}_{task.replace(':', '_f')}"
         flags = common + ["--task", task, "--out-dir", str(out_dir / name)]
         if budgets:
             flags += ["--steps", budgets[i] if len(budgets) > 1 else budgets[0]]
+        if rates:
+            flags += ["--lr", rates[i] if len(rates) > 1 else rates[0]]
         if previous is not None:
             flags += ["--init-from", str(out_dir / previous / "translator")]
         parse_args(flags)  # every stage's flags must parse before the first one trains

@@ -46,7 +46,14 @@ def test_stages_chain_their_translators_and_finished_stages_are_reused(tiny_run,
 
 
 @pytest.mark.parametrize("extra, problem", [(["--task", "relay_qa"], "sets --task"),
-                                            (["--steps", "1,2,3"], "3 budgets for 2 stages")])
+                                            (["--steps", "1,2,3"], "3 values for 2 stages"),
+                                            (["--lr", "1e-3,5e-4,1e-4"], "--lr gives 3 values")])
 def test_bad_arguments_stop_before_training(tiny_run, tmp_path, extra, problem):
     with pytest.raises(SystemExit, match=problem):
         curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, tmp_path / "bad"), *extra])
+
+
+def test_per_stage_learning_rates(tiny_run, tmp_path):
+    _, stages = curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], [*_common(tiny_run, tmp_path / "lr"), "--lr", "1e-3,5e-4"])
+    from train.config import parse_args
+    assert [parse_args(flags).lr for _, flags in stages] == [1e-3, 5e-4]
