@@ -3,8 +3,15 @@
 Used by benchmarks/gpu_runtime.py (``--e2e-only`` runs just this; by default it runs after the other
 sections). Weights are random (train/random_models.py): the figures are about speed and bytes only.
 
+``graphs`` (build_pair; on by default on CUDA, ``--no-e2e-graphs`` for the eager figures): every
+prefill of both paths runs as a CUDA graph (StaticRuntime(graph_prefill=True), captured on the first
+call of each shape, which ``first_call`` pays) and the translator forward as one (lw_runtime.graphs);
+the source read of the latent path runs on the source's static runtime (``hidden_states``, stops
+after the translator's layer) instead of the HF forward. Decoding is graphed in both modes.
+
 Latent path, stage by stage (each timed alone: torch.cuda.synchronize, median of repeats after a warm-up):
-  source_prefill    lw_runtime.encode_source at the translator's layer (HF forward, stops after that block)
+  source_prefill    the source's states at the translator's layer: StaticRuntime.hidden_states with
+                    graphs, else lw_runtime.encode_source (HF forward, stops after that block)
   translator        BottleneckedGatedTranslator forward (soft tokens + bottleneck latents, as lw_runtime.encode)
   encode_packets    lw_runtime.encode_soft_tokens: the real codec (INT8 or INT4, group 32) + header + CRC32C
   decode_packets    lw_runtime.decode: parse, check CRC and fingerprint, dequantize into the target's dtype
@@ -34,6 +41,7 @@ import torch
 
 from lw_runtime.decode_loop import DecodeLoop
 from lw_runtime.generate import build_inputs
+from lw_runtime.graphs import CudaGraphed
 from lw_runtime.kv_cache import kv_bytes_per_token
 from lw_runtime.packets import decode, encode_soft_tokens
 from lw_runtime.runtime import StaticRuntime, cache_length
@@ -68,13 +76,18 @@ def source_texts(batch: int, length: int) -> list[str]:
 class Pair:
     """Source + target (random weights) + translator + one static runtime per model."""
 
-    def __init__(self, label, source, target, translator, notes: dict):
+    def __init__(self, label, source, target, translator, notes: dict, graphs: bool = False):
         self.label, self.source, self.target, self.translator, self.notes = label, source, target, translator, notes
-        self.rt_source = StaticRuntime(source.model)  # fuses weights on CUDA (views: HF forward still works)
-        self.rt_target = StaticRuntime(target.model)
+        self.graphs = graphs
+        # fuses weights on CUDA (views: HF forward still works)
+        self.rt_source = StaticRuntime(source.model, graph_prefill=graphs)
+        self.rt_target = StaticRuntime(target.model, graph_prefill=graphs)
+        self.translate = CudaGraphed(lambda h, m: translator(h, m, return_bottleneck=True), enabled=graphs)
+        notes["graphs"] = ("prefills, translator and decode as CUDA graphs; source read on the static runtime"
+                           if graphs else "decode graphed; prefills and translator eager; source read by the HF forward")
 
 
-def build_pair(kind: str, dev, dtype) -> Pair:
+def build_pair(kind: str, dev, dtype, graphs: bool = False) -> Pair:
     """kind: "8b" (Mistral-7B-shaped source -> Llama-3.1-8B-shaped target, high_capacity, K=64),
     "smol" (SmolLM2-135M-shaped Llama as source and as target, the embedded preset, K=16);
     on CPU both shrink to tiny shapes."""
@@ -108,7 +121,7 @@ def build_pair(kind: str, dev, dtype) -> Pair:
              "source_weight_GB": round(sum(p.numel() * p.element_size() for p in source.model.parameters()) / 1e9, 3),
              "target_weight_GB": round(sum(p.numel() * p.element_size() for p in target.model.parameters()) / 1e9, 3),
              "build_seconds": round(time.time() - t, 1)}
-    return Pair(label, source, target, translator, notes)
+    return Pair(label, source, target, translator, notes, graphs=graphs and dev.cuda)
 
 
 # ----------------------------------------------------------------------------- the two paths
@@ -137,13 +150,19 @@ class Latent:
         self.prompts = [PROMPT] * len(texts)
 
     def source_prefill(self):
-        self.states = encode_source(self.p.source, self.texts, layer=self.p.translator.config.source_layer)
+        layer = self.p.translator.config.source_layer
+        if not self.p.graphs:
+            states = encode_source(self.p.source, self.texts, layer=layer)
+            self.hidden, self.mask = states.hidden, states.mask
+            return
+        src = self.p.source
+        batch = src.tokenizer(self.texts, return_tensors="pt", padding=True)
+        ids, self.mask = batch["input_ids"].to(src.device), batch["attention_mask"].to(src.device).bool()
+        self.hidden = self.p.rt_source.hidden_states(src.embed(ids), self.mask, layer)
 
     def translate(self):
-        tr = self.p.translator
-        device = next(tr.parameters()).device
-        with torch.inference_mode():
-            self.soft, _ = tr(self.states.hidden.to(device), self.states.mask.to(device), return_bottleneck=True)
+        device = next(self.p.translator.parameters()).device
+        self.soft, _ = self.p.translate(self.hidden.to(device), self.mask.to(device))
 
     def encode(self):
         self.packets = encode_soft_tokens(self.soft, translator_fingerprint(self.p.translator), self.bits, 32)

@@ -28,7 +28,9 @@ Measures (each in its own try/except: a failure is recorded in the JSON, the res
   and in total, with the speedup (goal >= 10x), bytes on the wire, KV bytes and peak memory.
   Pairs: Mistral-7B shape -> Llama-3.1-8B shape (high_capacity translator, 64 soft tokens,
   150-token source text) at batch 1 and 8, then SmolLM2-135M shape -> itself (embedded preset,
-  16 soft tokens). Past ``--deadline`` only the 8B pair at batch 1 runs.
+  16 soft tokens). Past ``--deadline`` only the 8B pair at batch 1 runs. ``--e2e-graphs`` (default)
+  runs every prefill and the translator of both paths as CUDA graphs; ``--no-e2e-graphs`` gives
+  the eager figures of the earlier runs.
 """
 from __future__ import annotations
 
@@ -381,7 +383,7 @@ def e2e_section(args, dev: Device, dtype):
             RESULTS["measurements"][f"e2e_{kind}"] = {"skipped": f"past the {args.deadline}s deadline"}
             continue
         try:
-            pair = e2e.build_pair(kind, dev, dtype)
+            pair = e2e.build_pair(kind, dev, dtype, graphs=args.e2e_graphs)
         except Exception as exc:
             RESULTS["measurements"][f"e2e_{kind}_build"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
             RESULTS["errors"].append({"measurement": f"e2e_{kind}_build", "traceback": traceback.format_exc()[-4000:]})
@@ -440,6 +442,8 @@ def main():
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--e2e-answer-tokens", type=int, default=16, help="answer tokens generated on both paths (no EOS)")
     ap.add_argument("--e2e-message-tokens", type=int, default=64, help="tokens of the relay message the source generates")
+    ap.add_argument("--e2e-graphs", action=argparse.BooleanOptionalAction, default=True,
+                    help="end to end with every prefill and the translator as CUDA graphs (both paths; CUDA only)")
     args = ap.parse_args()
     dev = Device(args.device)
     if dev.cuda and not torch.cuda.is_available():
@@ -454,7 +458,7 @@ def main():
         "python": platform.python_version(), "commit": commit(), "dtype": str(dtype).replace("torch.", ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv), "quick": args.quick, "compile": args.compile,
-        "e2e_only": args.e2e_only,
+        "e2e_only": args.e2e_only, "e2e_graphs": args.e2e_graphs and dev.cuda,
     })
     torch.manual_seed(0)
     try:

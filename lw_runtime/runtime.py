@@ -13,12 +13,18 @@ Decisions (gpt-fast style; docs/runtime.md has the long form):
   ``compile=True`` runs the step through torch.compile before capture (fewer, fused kernels).
 - ``fuse_weights`` (default on CUDA) concatenates q/k/v and gate/up into one matrix each and points
   the HF parameters at views of it: one matmul instead of three/two, no extra memory, same values.
-- Prefill is eager and chunked: ``prefill_chunk`` appends any (batch, T) block with a validity mask,
-  so soft tokens can be prefilled as packet chunks arrive, then the text, then decoding starts.
+- Prefill is chunked: ``prefill_chunk`` appends any (batch, T) block with a validity mask, so soft
+  tokens can be prefilled as packet chunks arrive, then the text, then decoding starts. It runs
+  eagerly unless ``graph_prefill=True``: then each (start slot, T) chunk shape of a cache is captured
+  once in a CUDA graph (LRU of ``max_prefill_graphs`` per cache, one memory pool per runtime) and
+  replayed, which removes the per-kernel launch cost that dominates short prefills on a large
+  model. Opt-in, because every new prompt length costs a capture: it suits fixed shapes (a soft-token
+  prefix, benchmarks, bucketed serving). ``hidden_states(embeds, mask, layer)`` runs the same
+  prefill up to one block and returns its output: the source read of a Llama-family sender.
 - Sampling, repetition penalty, no-repeat n-grams and stop strings reuse HF's own logits processors
   and ``StopStringCriteria`` on our logits, so the semantics are HF's; EOS rows then emit pad like HF.
   The host checks for "all rows finished" every ``sync_every`` steps (every step when streaming).
-Left out: speculative decoding, paged/continuous batching, graphed prefill, tensor parallelism.
+Left out: speculative decoding, paged/continuous batching, tensor parallelism.
 """
 
 from __future__ import annotations
@@ -146,19 +152,23 @@ class LlamaForward:
         with torch.autocast(hidden.device.type, enabled=False):
             return F.linear(hidden, self.lm_head, self.lm_head_bias).float()
 
-    def __call__(self, x, cache: KVCache, slots, positions, mask, cos_table, sin_table, kv_len: int):
+    def __call__(self, x, cache: KVCache, slots, positions, mask, cos_table, sin_table, kv_len: int,
+                 stop_layer: int | None = None):
         """x (B, T, D) embeddings written at cache ``slots`` (T,) with RoPE ``positions`` (B, T);
-        ``mask`` (B, 1, T, kv_len) bool says which cached slots each query reads. Returns the final-norm hidden states."""
+        ``mask`` (B, 1, T, kv_len) bool says which cached slots each query reads. Returns the final-norm
+        hidden states, or with ``stop_layer`` = i the output of block i (no final norm; 0 = the input),
+        computing nothing above it."""
         with torch.autocast(x.device.type, enabled=False):  # the cache has the weights' dtype; no autocast casts
-            return self._forward(x, cache, slots, positions, mask, cos_table, sin_table, kv_len)
+            return self._forward(x, cache, slots, positions, mask, cos_table, sin_table, kv_len, stop_layer)
 
-    def _forward(self, x, cache, slots, positions, mask, cos_table, sin_table, kv_len):
+    def _forward(self, x, cache, slots, positions, mask, cos_table, sin_table, kv_len, stop_layer=None):
         b, t, _ = x.shape
         hd, rep = self.head_dim, self.heads // self.kv_heads
         cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)  # (B, 1, T, hd)
         if rep > 1 and t > 1:
             mask = mask.repeat(1, 1, rep, 1)  # query row r*T + t of a KV group reads like token t
-        for i, layer in enumerate(self.layers):
+        layers = self.layers if stop_layer is None else self.layers[:stop_layer]
+        for i, layer in enumerate(layers):
             h = _rms_norm(x, layer.attn_norm, self.eps)
             q, k, v = _Layer.project(h, layer.qkv, layer.splits[0])
             q = q.view(b, t, self.heads, hd).transpose(1, 2)
@@ -176,7 +186,7 @@ class LlamaForward:
             h = _rms_norm(x, layer.mlp_norm, self.eps)
             gate, up = _Layer.project(h, layer.gate_up, layer.splits[1])
             x = x + F.linear(F.silu(gate) * up, *layer.down)
-        return _rms_norm(x, self.norm, self.eps)
+        return x if stop_layer is not None else _rms_norm(x, self.norm, self.eps)
 
 
 class _Slot:
@@ -191,6 +201,7 @@ class _Slot:
         self.slot = torch.zeros(1, dtype=torch.long, device=e.device)
         self.graph = None
         self.logits = None
+        self.prefill_graphs: OrderedDict = OrderedDict()  # (start, T, stop layer) -> graph + static buffers
 
 
 class StaticRuntime:
@@ -200,7 +211,8 @@ class StaticRuntime:
     """
 
     def __init__(self, model, *, cuda_graphs: bool | None = None, compile: bool = False,
-                 fuse_weights: bool | None = None, max_slots: int = 2):
+                 fuse_weights: bool | None = None, max_slots: int = 2, graph_prefill: bool = False,
+                 max_prefill_graphs: int = 8):
         device = model.get_input_embeddings().weight.device
         fuse = device.type == "cuda" if fuse_weights is None else fuse_weights
         self.forward = LlamaForward(model, fuse_weights=fuse)
@@ -211,6 +223,10 @@ class StaticRuntime:
         if self.cuda_graphs and device.type != "cuda":
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         self.compile = compile
+        if graph_prefill and not self.cuda_graphs:
+            raise ValueError("graph_prefill=True needs CUDA graphs (a model on a CUDA device)")
+        self.graph_prefill, self.max_prefill_graphs = graph_prefill, max_prefill_graphs
+        self._graph_pool = torch.cuda.graph_pool_handle() if graph_prefill else None
         self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False) if compile else self._step
         self.max_slots = max_slots
         self._slots: OrderedDict[tuple[int, int], _Slot] = OrderedDict()
@@ -272,30 +288,94 @@ class StaticRuntime:
     # ------------------------------------------------------------------ prefill
     def prefill_chunk(self, embeds: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Append ``embeds`` (B, T, D) to every row; ``mask`` (B, T) marks real tokens (0 = padding)."""
+        self._prefill(embeds, mask, None)
+
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor | None, layer: int) -> torch.Tensor:
+        """The output of block ``layer`` (transformers' ``hidden_states[layer]`` for 0 < layer < L: no final
+        norm) for a fresh request of ``embeds`` (B, T, D): a source read for the translator, nothing
+        computed above that block. Positions count real tokens (left padding gets none), as in generation.
+        Returns a new (B, T, D) tensor in the weights' dtype."""
+        if not 0 <= layer <= self.forward.num_layers:
+            raise ValueError(f"layer {layer} is out of range for a model with {self.forward.num_layers} blocks")
+        if layer == 0:
+            return embeds.to(self.dtype).clone()
+        self.start(embeds.shape[0], cache_length(embeds.shape[1]))
+        return self._prefill(embeds, mask, layer).clone()
+
+    def _prefill(self, embeds, mask, stop_layer):
         cache, slot = self.cache, self.active
         if not torch.is_tensor(embeds) or embeds.dim() != 3 or embeds.shape[0] != cache.batch or embeds.shape[2] != self.forward.embed.shape[1]:
             raise ValueError(f"prefill_chunk expects ({cache.batch}, T, {self.forward.embed.shape[1]}) embeddings, got {getattr(embeds, 'shape', type(embeds))}")
         b, t, _ = embeds.shape
         if t == 0:
-            return
+            return None
         mask = torch.ones(b, t, dtype=torch.bool, device=self.device) if mask is None else mask.to(self.device).bool()
         if mask.shape != (b, t):
             raise ValueError(f"mask of shape {tuple(mask.shape)} for embeddings of {(b, t)}")
-        slots = cache.reserve(t)
-        kv_len = cache.length + t
+        cache.reserve(t)  # raises CacheFullError
+        start = cache.length
+        embeds = embeds.to(device=self.device, dtype=self.dtype)
+        if self.graph_prefill:
+            hidden = self._replay_prefill(slot, embeds, mask, start, stop_layer)
+        else:
+            with torch.inference_mode():
+                hidden = self._prefill_math(slot, embeds, mask, start, stop_layer)
+        cache.length = start + t
+        return hidden
+
+    def _prefill_math(self, slot: _Slot, embeds, mask, start: int, stop_layer):
+        """Device work of one prefill chunk at cache slots [start, start + T): no host reads, so it can be
+        captured in a CUDA graph (the slots are fixed by ``start``)."""
+        cache = slot.cache
+        b, t, _ = embeds.shape
+        slots = torch.arange(start, start + t, device=self.device)
+        kv_len = start + t
         positions = (cache.next_pos[:, None] + mask.long().cumsum(1) - 1).clamp(min=0)
-        cache.valid[:, slots] = mask
+        cache.valid[:, start:kv_len] = mask
         keys = torch.arange(kv_len, device=self.device)
         causal = keys[None, :] <= slots[:, None]  # (T, kv_len)
         attend = (cache.valid[:, None, :kv_len] & causal) | (keys[None, :] == slots[:, None])  # pads read themselves: no NaN
-        with torch.inference_mode():
-            hidden = self.forward(embeds.to(self.dtype), cache, slots, positions, attend[:, None], slot.cos, slot.sin, kv_len)
-        has = mask.any(1)
-        last = t - 1 - mask.flip(1).long().argmax(1)
-        picked = hidden[torch.arange(b, device=self.device), last]
-        slot.last_hidden.copy_(torch.where(has[:, None], picked, slot.last_hidden))
+        hidden = self.forward(embeds, cache, slots, positions, attend[:, None], slot.cos, slot.sin, kv_len, stop_layer)
+        if stop_layer is None:
+            has = mask.any(1)
+            last = t - 1 - mask.flip(1).long().argmax(1)
+            picked = hidden[torch.arange(b, device=self.device), last]
+            slot.last_hidden.copy_(torch.where(has[:, None], picked, slot.last_hidden))
         cache.next_pos += mask.long().sum(1)
-        cache.length = kv_len
+        return hidden
+
+    def _replay_prefill(self, slot: _Slot, embeds, mask, start: int, stop_layer):
+        """The prefill chunk as a CUDA graph per (start slot, T, stop layer) of this cache: captured on
+        first use (one eager warm-up whose cache writes are undone, then capture), replayed after.
+        Returns the graph's output buffer (valid until the next replay of that graph)."""
+        key = (start, embeds.shape[1], stop_layer)
+        entry = slot.prefill_graphs.pop(key, None)
+        if entry is None:
+            while len(slot.prefill_graphs) >= self.max_prefill_graphs:
+                slot.prefill_graphs.popitem(last=False)
+            entry = self._capture_prefill(slot, embeds, mask, start, stop_layer)
+        slot.prefill_graphs[key] = entry
+        graph, static_embeds, static_mask, out = entry
+        static_embeds.copy_(embeds)
+        static_mask.copy_(mask)
+        graph.replay()
+        return out
+
+    def _capture_prefill(self, slot: _Slot, embeds, mask, start: int, stop_layer):
+        cache = slot.cache
+        saved = (cache.next_pos.clone(), cache.valid.clone(), slot.last_hidden.clone())
+        static_embeds, static_mask = embeds.clone(), mask.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            self._prefill_math(slot, static_embeds, static_mask, start, stop_layer)  # warm-up (cuBLAS, allocator)
+        torch.cuda.current_stream().wait_stream(stream)
+        for dst, src in zip((cache.next_pos, cache.valid, slot.last_hidden), saved):
+            dst.copy_(src)  # undo the warm-up's writes; the keys/values it wrote are rewritten by the replay
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._graph_pool):
+            out = self._prefill_math(slot, static_embeds, static_mask, start, stop_layer)
+        return graph, static_embeds, static_mask, out
 
     def prefill_logits(self) -> torch.Tensor:
         """(B, vocab) fp32 logits for each row's next token after the prefill."""
