@@ -1,20 +1,22 @@
-# On the GPU machine: report a sweep that runs in the background (setsid) and pack its small files
-# (summaries, validation lines, log tails, sweep.json/md) into $OUT/sweep.tgz (one file: a call
-# returns only a few). Usage: bash scripts/poll_sweep.sh SWEEP_DIR SECONDS_TO_WAIT
-dir=$1; wait_s=${2:-0}
+# On the GPU machine: report training runs that go on in the background (setsid: train.sweep,
+# scripts/gpu_chains.sh) and pack their small files (summaries, validation lines, log tails, the
+# sweep/curriculum tables) into $OUT/sweep.tgz (one file: a call returns only a few).
+# Usage: POLL_PATTERN=train.curriculum bash scripts/poll_sweep.sh DIR SECONDS_TO_WAIT
+dir=$1; wait_s=${2:-0}; pattern=${POLL_PATTERN:-train.sweep}
 end=$(( $(date +%s) + wait_s ))
-while [ "$(date +%s)" -lt "$end" ] && pgrep -f "train.sweep" >/dev/null; do sleep 5; done
+while [ "$(date +%s)" -lt "$end" ] && pgrep -f "$pattern" >/dev/null; do sleep 5; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
 pack=$(mktemp -d)
-for run in "$dir"/*/; do
-  name=$(basename "$run"); mkdir -p "$pack/$name"
+find "$dir" -name metrics.jsonl | sort | while read -r metrics; do
+  run=$(dirname "$metrics"); name=$(realpath --relative-to="$dir" "$run" | tr '/' '_'); mkdir -p "$pack/$name"
   cp "$run"/summary.json "$pack/$name/" 2>/dev/null
-  grep -h '"val_acc"' "$run"/metrics.jsonl 2>/dev/null > "$pack/$name/val.jsonl"
+  grep -h '"val_acc"' "$metrics" > "$pack/$name/val.jsonl"
   tail -c 4000 "$run"/stdout.log > "$pack/$name/stdout_tail.log" 2>/dev/null
-  echo "== $name $(tail -n 1 "$run"/metrics.jsonl 2>/dev/null | cut -c1-60)"
+  echo "== $name $(tail -n 1 "$metrics" | cut -c1-60)"
   python3 -c "import sys,json; print(' '.join(f\"{d['step']}:{d['val_acc']:.2f}\" for d in map(json.loads,open(sys.argv[1]))))" "$pack/$name/val.jsonl"
   [ -f "$run/summary.json" ] && python3 -c "import sys,json; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('best_val_acc','best_step','test_bridged_acc','steps_run')})" "$run/summary.json"
 done
-cp "$dir"/sweep.json "$dir"/sweep.md "$dir"/sweep.log "$pack/" 2>/dev/null
+find "$dir" -maxdepth 2 \( -name 'sweep.*' -o -name 'curriculum.*' -o -name '*.log' -o -name '*.plan' \) | while read -r f; do
+  rel=$(realpath --relative-to="$dir" "$f" | tr '/' '_'); cp "$f" "$pack/$rel"; done
 tar czf "$OUT/sweep.tgz" -C "$pack" .
-pgrep -f "train.sweep" >/dev/null && echo "sweep still running" || echo "sweep finished"
+pgrep -f "$pattern" >/dev/null && echo "runs still going" || echo "runs finished"
