@@ -11,7 +11,10 @@ Decisions:
 - One warm-up call on a side stream before capture (cuBLAS workspaces, Triton JIT, the allocator);
   ``fn`` must be free of host reads and data-dependent shapes, like any captured code.
 - On CPU, or with ``enabled=False``, it just calls ``fn``: the same code runs on both stacks.
-- An LRU of ``max_graphs`` signatures bounds the memory held by captured graphs.
+- An LRU of ``max_graphs`` signatures bounds the memory held by captured graphs. Each graph has its
+  own memory pool: a pool handle shared across captures breaks the caching allocator once every
+  graph of the pool was dropped and another capture reuses the handle (an INTERNAL ASSERT in
+  CUDACachingAllocator.cpp, seen on the H100 with torch 2.11 when a benchmark cleared its runtimes).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ class CudaGraphed:
         self.fn, self.max_graphs, self.clone_outputs = fn, max_graphs, clone_outputs
         self.enabled = torch.cuda.is_available() if enabled is None else enabled
         self._graphs: OrderedDict = OrderedDict()
-        self._pool = None
 
     @staticmethod
     def _key(args) -> tuple:
@@ -55,15 +57,13 @@ class CudaGraphed:
 
     def _capture(self, args):
         static_in = [a.clone() for a in args]
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(stream):
             self.fn(*static_in)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
+        with torch.inference_mode(), torch.cuda.graph(graph):
             static_out = self.fn(*static_in)
         if isinstance(static_out, list):
             static_out = tuple(static_out)

@@ -16,7 +16,7 @@ Decisions (gpt-fast style; docs/runtime.md has the long form):
 - Prefill is chunked: ``prefill_chunk`` appends any (batch, T) block with a validity mask, so soft
   tokens can be prefilled as packet chunks arrive, then the text, then decoding starts. It runs
   eagerly unless ``graph_prefill=True``: then each (start slot, T) chunk shape of a cache is captured
-  once in a CUDA graph (LRU of ``max_prefill_graphs`` per cache, one memory pool per runtime) and
+  once in a CUDA graph (LRU of ``max_prefill_graphs`` per cache, each with its own memory pool) and
   replayed, which removes the per-kernel launch cost that dominates short prefills on a large
   model. Opt-in, because every new prompt length costs a capture: it suits fixed shapes (a soft-token
   prefix, benchmarks, bucketed serving). ``hidden_states(embeds, mask, layer)`` runs the same
@@ -226,7 +226,6 @@ class StaticRuntime:
         if graph_prefill and not self.cuda_graphs:
             raise ValueError("graph_prefill=True needs CUDA graphs (a model on a CUDA device)")
         self.graph_prefill, self.max_prefill_graphs = graph_prefill, max_prefill_graphs
-        self._graph_pool = torch.cuda.graph_pool_handle() if graph_prefill else None
         self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False) if compile else self._step
         self.max_slots = max_slots
         self._slots: OrderedDict[tuple[int, int], _Slot] = OrderedDict()
@@ -373,7 +372,7 @@ class StaticRuntime:
         for dst, src in zip((cache.next_pos, cache.valid, slot.last_hidden), saved):
             dst.copy_(src)  # undo the warm-up's writes; the keys/values it wrote are rewritten by the replay
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._graph_pool):
+        with torch.inference_mode(), torch.cuda.graph(graph):
             out = self._prefill_math(slot, static_embeds, static_mask, start, stop_layer)
         return graph, static_embeds, static_mask, out
 
