@@ -239,7 +239,8 @@ def plots(name: str, rows: list[dict], out_dir: Path) -> None:
                 a2.annotate(lab, (x, 100 * y), fontsize=6)
     a1.set(xlabel="compression (passage tokens / soft tokens)", ylabel="bridge accuracy %", title="accuracy vs compression")
     a2.set(xscale="log", xlabel="bytes per request", ylabel="accuracy %", title="accuracy vs bytes")
-    a2.legend(fontsize=6)
+    if a2.get_legend_handles_labels()[0]:
+        a2.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out_dir / f"accuracy_{name}.png", dpi=120)
     plt.close(fig)

@@ -1,0 +1,71 @@
+"""Markdown table, JSON and plots for finished training runs copied back from a GPU machine.
+
+Usage: python scripts/quality_report.py NAME OUT_DIR RUN_ROOT [RUN_ROOT ...]
+
+Each RUN_ROOT is a train.sweep folder (``sweep.json`` + one folder per run) or a train.curriculum
+folder (``curriculum.json`` + one folder per stage); every ``summary.json`` below it becomes a row
+named ``<root>/<run>``. Runs with baselines go into train.ablations' table (all baselines, 95%
+intervals, diagnostics) and plots; runs without them get a short table. The provenance (command,
+commit, date, device) is read from each root's sweep.json / curriculum.json, never typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.ablations import markdown, plots  # noqa: E402
+
+
+def load(root: Path) -> tuple[dict, list[dict]]:
+    meta_file = next((root / n for n in ("curriculum.json", "sweep.json") if (root / n).exists()), None)
+    if meta_file is None:
+        raise SystemExit(f"{root}: no curriculum.json or sweep.json (not a finished sweep or curriculum)")
+    meta = json.loads(meta_file.read_text())
+    rows = []
+    for summary in sorted(root.glob("*/summary.json")):
+        s = json.loads(summary.read_text())
+        rows.append({"name": f"{root.name}/{summary.parent.name}", **s})
+    return {k: meta.get(k) for k in ("command", "commit", "date", "device")}, rows
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 3:
+        print(__doc__)
+        return 2
+    name, out = argv[0], Path(argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    metas, rows = {}, []
+    for root in map(Path, argv[2:]):
+        meta, found = load(root)
+        metas[root.name] = meta
+        rows += found
+    full = [r for r in rows if "evaluation" in r]
+    short = [r for r in rows if "evaluation" not in r]
+    devices = sorted({r.get("device") for r in rows if r.get("device")})
+    header = {"device": ", ".join(devices), "date": ", ".join(sorted({m["date"] for m in metas.values() if m["date"]})),
+              "commit": ", ".join(sorted({m["commit"] for m in metas.values() if m["commit"]})),
+              "command": "one per run root, listed below"}
+    text = markdown(name, full, header) if full else f"# {name}\n"
+    if short:
+        text += "\nruns without baselines (--no-baselines): bridge accuracy % on the test split\n\n"
+        text += "| run | n | best val (step) | final val | bridge |\n|---|---|---|---|---|\n"
+        text += "".join(f"| {r['name']} | {r['test_examples']} | {100 * r['best_val_acc']:.1f} ({r['best_step']}) | "
+                        f"{100 * r['final_val_acc']:.1f} | {100 * r['test_bridged_acc']:.1f} |\n" for r in short)
+    text += "\nvalidation accuracy by step:\n\n" + "".join(
+        f"- {r['name']}: " + ", ".join(f"{s}: {100 * a:.1f}" for s, a in r.get("history", [])) + "\n" for r in rows)
+    text += "\ncommands:\n\n" + "".join(f"- {k} (commit {m['commit']}, {m['date']}): `{m['command']}`\n" for k, m in metas.items())
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows}, indent=2))
+    if full:
+        plots(name, full, out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
