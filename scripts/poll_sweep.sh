@@ -2,7 +2,7 @@
 # scripts/gpu_chains.sh) and pack their small files (summaries, validation lines, log tails, the
 # sweep/curriculum tables) into $OUT/sweep.tgz (one file: a call returns only a few).
 # Usage: POLL_PATTERN=train.curriculum bash scripts/poll_sweep.sh DIR SECONDS_TO_WAIT
-dir=$1; wait_s=${2:-0}; pattern=${POLL_PATTERN:-train.sweep}
+dir=$1; wait_s=${2:-0}; pattern="python -m ${POLL_PATTERN:-train.sweep}"
 end=$(( $(date +%s) + wait_s ))
 while [ "$(date +%s)" -lt "$end" ] && pgrep -f "$pattern" >/dev/null; do sleep 5; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
