@@ -295,8 +295,9 @@ def train(cfg: TrainConfig, return_models: bool = False):
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # put back at the end: sweeps and tests train in-process
-    # CPU: denormals in the frozen target's backward cost 10x per step. Process-wide and left on
-    # (torch has no getter to restore it); it only flushes values below ~1e-38 to zero.
+    # CPU: denormals in the frozen target's backward cost 10x per step. Process-wide, so it is put
+    # back at the end (torch has no getter: the state is probed); it only flushes values below ~1e-38.
+    flush_before = flush_denormal_is_on()
     torch.set_flush_denormal(True)
     ctx = distributed.init(cfg.device, force=cfg.shard_target)
     clean = False
@@ -327,9 +328,15 @@ def train(cfg: TrainConfig, return_models: bool = False):
     finally:
         distributed.shutdown(ctx, clean)
         torch.set_num_threads(threads_before)
+        torch.set_flush_denormal(flush_before)
     if return_models:
         return {**summary, "_test_examples": test_set}, translator, source, target
     return summary
+
+
+def flush_denormal_is_on() -> bool:
+    """Whether the CPU flushes subnormal floats to zero now (torch.set_flush_denormal has no getter)."""
+    return bool((torch.tensor([1e-40], dtype=torch.float32) * 2.0).item() == 0.0)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
