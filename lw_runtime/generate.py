@@ -115,13 +115,23 @@ def build_inputs(
 RUNTIMES = ("auto", "static", "hf")
 
 
-def select_runtime(target: LoadedModel, runtime: str = "auto", synced_gpus: bool = False):
+RUNTIME_OPTIONS = ("cuda_graphs", "compile", "fuse_weights", "max_slots", "graph_prefill", "max_prefill_graphs")
+
+
+def select_runtime(target: LoadedModel, runtime: str = "auto", synced_gpus: bool = False,
+                   runtime_options: dict | None = None):
     """The StaticRuntime for ``target`` ("static"/"auto" on Llama-family models), or None for HF generate.
 
     ``synced_gpus`` (a sharded target: every rank steps until all are done) is HF's flag, so it
     means HF generate; it needs a process group and cannot be asked of the static runtime."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    options = dict(runtime_options or {})
+    unknown = sorted(set(options) - set(RUNTIME_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown runtime_options {unknown}; the static runtime takes {RUNTIME_OPTIONS}")
+    if options and runtime == "hf":
+        raise ValueError("runtime_options configure the static runtime; runtime='hf' does not use them")
     if synced_gpus:
         if runtime == "static":
             raise ValueError("synced_gpus runs on HF's generate; the static runtime needs the whole target in this process")
@@ -131,7 +141,7 @@ def select_runtime(target: LoadedModel, runtime: str = "auto", synced_gpus: bool
     if runtime == "hf":
         return None
     try:
-        return runtime_for(target.model)
+        return runtime_for(target.model, **options)
     except UnsupportedModelError:
         if runtime == "static":
             raise
@@ -319,6 +329,7 @@ def generate(
     runtime: str = "auto",
     generator: torch.Generator | None = None,
     synced_gpus: bool = False,
+    runtime_options: dict | None = None,
 ):
     """Generate from soft tokens or packets (and optional target text); returns the decoded new text per row.
 
@@ -329,10 +340,12 @@ def generate(
     "static" (UnsupportedModelError for other targets) or "hf". ``generator`` seeds sampling on the
     static runtime (HF's path uses the global RNG). ``synced_gpus``: every rank keeps stepping until
     all are done (HF's flag; needed when the target is sharded with FSDP, whose every forward is a
-    collective); it takes HF's path, the static runtime holding whole weights.
+    collective); it takes HF's path, the static runtime holding whole weights. ``runtime_options``
+    configure the static runtime (``StaticRuntime``'s keywords, e.g. ``{"graph_prefill": True}`` to
+    replay each prefill shape as a CUDA graph, ``{"compile": True}``); the runtime is rebuilt when they change.
     """
     soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens)
-    rt = select_runtime(target, runtime, synced_gpus)
+    rt = select_runtime(target, runtime, synced_gpus, runtime_options)
     args = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                 stop_strings=stop_strings, eos_token_id=eos_token_id)
@@ -388,7 +401,7 @@ def stream(target: LoadedModel, soft_tokens: torch.Tensor | None = None, **kwarg
             raise TypeError(f"stream() does not take {bad!r}")
     runtime = kwargs.pop("runtime", "auto")
     synced_gpus = kwargs.pop("synced_gpus", False)
-    rt = select_runtime(target, runtime, synced_gpus)
+    rt = select_runtime(target, runtime, synced_gpus, kwargs.pop("runtime_options", None))
     if rt is None:
         yield from _stream_hf(target, soft_tokens, {**kwargs, "synced_gpus": synced_gpus})
         return

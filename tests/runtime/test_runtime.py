@@ -271,3 +271,20 @@ def test_stream_pieces_join_to_generate_text(target):
     assert "".join(stream(target, soft, texts=["\nAnswer:"], max_new_tokens=8, runtime="hf")) == "".join(pieces)
     with pytest.raises(ValueError, match="one row"):
         list(stream(target, soft_tokens(target, 2), texts=SOFT_TEXTS, max_new_tokens=2))
+
+
+def test_runtime_options_configure_the_static_runtime(target):
+    from lw_runtime.runtime import runtime_for
+
+    soft = soft_tokens(target, 1)
+    want = lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], max_new_tokens=4)
+    got = lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], max_new_tokens=4, runtime_options={"max_slots": 3})
+    assert got == want and runtime_for(target.model).max_slots == 3
+    with pytest.raises(ValueError, match="unknown runtime_options"):
+        lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], runtime_options={"graphs": True})
+    with pytest.raises(ValueError, match="runtime='hf'"):
+        lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], runtime="hf", runtime_options={"max_slots": 3})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="graph_prefill"):
+            lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], runtime_options={"graph_prefill": True})
+    runtime_for(target.model, max_slots=2)  # put the default back for the other tests
