@@ -229,6 +229,7 @@ def _fresh(pair: Pair) -> None:
     """Drop the runtimes' cached shapes, so the next call allocates caches and captures graphs again."""
     for rt in (pair.rt_source, pair.rt_target):
         rt.clear()
+    pair.translate.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -48,15 +48,17 @@ class CudaGraphed:
             entry = self._capture(args)
         self._graphs[key] = entry
         graph, static_in, static_out = entry
-        for buf, a in zip(static_in, args):
-            buf.copy_(a)
-        graph.replay()
-        if not self.clone_outputs:
-            return static_out
-        return tuple(o.clone() for o in static_out) if isinstance(static_out, tuple) else static_out.clone()
+        with torch.inference_mode():  # the static buffers are inference tensors, whatever mode the caller is in
+            for buf, a in zip(static_in, args):
+                buf.copy_(a)
+            graph.replay()
+            if not self.clone_outputs:
+                return static_out
+            return tuple(o.clone() for o in static_out) if isinstance(static_out, tuple) else static_out.clone()
 
     def _capture(self, args):
-        static_in = [a.clone() for a in args]
+        with torch.inference_mode():
+            static_in = [a.clone() for a in args]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(stream):

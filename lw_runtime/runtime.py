@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .kv_cache import CacheFullError, KVCache, PrefixCache
+from .source import resolve_layer
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
 _SEQUENCE_DEPENDENT_ROPE = ("dynamic", "longrope")
@@ -290,16 +291,20 @@ class StaticRuntime:
         self._prefill(embeds, mask, None)
 
     def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor | None, layer: int) -> torch.Tensor:
-        """The output of block ``layer`` (transformers' ``hidden_states[layer]`` for 0 < layer < L: no final
-        norm) for a fresh request of ``embeds`` (B, T, D): a source read for the translator, nothing
-        computed above that block. Positions count real tokens (left padding gets none), as in generation.
-        Returns a new (B, T, D) tensor in the weights' dtype."""
-        if not 0 <= layer <= self.forward.num_layers:
-            raise ValueError(f"layer {layer} is out of range for a model with {self.forward.num_layers} blocks")
+        """The output of block ``layer`` for ``embeds`` (B, T, D), counted like ``lw_runtime.encode_source``
+        (0 = the embeddings, -1 = the last block before the final norm; transformers' ``hidden_states[layer]``
+        for 0 <= layer < L): a source read for the translator, nothing computed above that block.
+        Positions count real tokens (left padding gets none), as in generation. It uses (and resets) the
+        cache slot of shape (B, cache_length(T)) and leaves no request active. Returns a new (B, T, D)
+        tensor in the weights' dtype."""
+        layer = resolve_layer(self.forward.num_layers, layer)
         if layer == 0:
             return embeds.to(self.dtype).clone()
         self.start(embeds.shape[0], cache_length(embeds.shape[1]))
-        return self._prefill(embeds, mask, layer).clone()
+        try:
+            return self._prefill(embeds, mask, layer).clone()
+        finally:
+            self.active = None  # the cache holds only the blocks below ``layer``: nothing to continue
 
     def _prefill(self, embeds, mask, stop_layer):
         cache, slot = self.cache, self.active
@@ -355,15 +360,17 @@ class StaticRuntime:
             entry = self._capture_prefill(slot, embeds, mask, start, stop_layer)
         slot.prefill_graphs[key] = entry
         graph, static_embeds, static_mask, out = entry
-        static_embeds.copy_(embeds)
-        static_mask.copy_(mask)
-        graph.replay()
+        with torch.inference_mode():  # the static buffers are inference tensors, whatever mode the caller is in
+            static_embeds.copy_(embeds)
+            static_mask.copy_(mask)
+            graph.replay()
         return out
 
     def _capture_prefill(self, slot: _Slot, embeds, mask, start: int, stop_layer):
         cache = slot.cache
-        saved = (cache.next_pos.clone(), cache.valid.clone(), slot.last_hidden.clone())
-        static_embeds, static_mask = embeds.clone(), mask.clone()
+        with torch.inference_mode():
+            saved = (cache.next_pos.clone(), cache.valid.clone(), slot.last_hidden.clone())
+            static_embeds, static_mask = embeds.clone(), mask.clone()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(stream):
@@ -446,13 +453,14 @@ _RUNTIMES: "weakref.WeakKeyDictionary[torch.nn.Module, StaticRuntime]" = weakref
 def runtime_for(model, **kwargs) -> StaticRuntime:
     """The StaticRuntime kept for ``model`` (built on first use; UnsupportedModelError for other models).
 
-    Rebuilt when asked for other settings or when the model's weights moved (``.to(...)``), since
+    Rebuilt when asked for other settings than it was built with (no keywords = the defaults) or when the model's weights moved (``.to(...)``), since
     the runtime holds references to the tensors it read."""
     rt = _RUNTIMES.get(model)
     embed = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
     stale = rt is not None and (embed is None or rt.weights_key != _weights_key(embed, model))
-    if rt is None or stale or (kwargs and any(getattr(rt, k, None) != v for k, v in kwargs.items())):
+    if rt is None or stale or getattr(rt, "options", None) != kwargs:  # no options = the defaults
         rt = StaticRuntime(model, **kwargs)
+        rt.options = dict(kwargs)
         _RUNTIMES[model] = rt
     return rt
 

@@ -2,7 +2,8 @@
 # scripts/gpu_chains.sh) and pack their small files (summaries, validation lines, log tails, the
 # sweep/curriculum tables) into $OUT/sweep.tgz (one file: a call returns only a few).
 # Usage: POLL_PATTERN=train.curriculum bash scripts/poll_sweep.sh DIR SECONDS_TO_WAIT
-dir=$1; wait_s=${2:-0}; pattern="python -m ${POLL_PATTERN:-train.sweep}"
+dir=$1; wait_s=${2:-0}; pattern="python3? -m ${POLL_PATTERN:-train.sweep}"
+: "${OUT:?set OUT, the output folder of the call}"
 end=$(( $(date +%s) + wait_s ))
 while [ "$(date +%s)" -lt "$end" ] && pgrep -f "$pattern" >/dev/null; do sleep 5; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
@@ -16,7 +17,7 @@ find "$dir" -name metrics.jsonl | sort | while read -r metrics; do
   python3 -c "import sys,json; print(' '.join(f\"{d['step']}:{d['val_acc']:.2f}\" for d in map(json.loads,open(sys.argv[1]))))" "$pack/$name/val.jsonl"
   [ -f "$run/summary.json" ] && python3 -c "import sys,json; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('best_val_acc','best_step','test_bridged_acc','steps_run')})" "$run/summary.json"
 done
-find "$dir" -maxdepth 2 \( -name 'sweep.*' -o -name 'curriculum.*' -o -name '*.log' -o -name '*.plan' \) | while read -r f; do
+{ find "$dir" -maxdepth 2 \( -name 'sweep.*' -o -name 'curriculum.*' -o -name '*.plan' \); find "$dir" -maxdepth 1 -name '*.log'; } | while read -r f; do
   rel=$(realpath --relative-to="$dir" "$f" | tr '/' '_'); cp "$f" "$pack/$rel"; done
 tar czf "$OUT/sweep.tgz" -C "$pack" .
 pgrep -f "$pattern" >/dev/null && echo "runs still going" || echo "runs finished"

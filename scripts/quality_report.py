@@ -12,6 +12,7 @@ commit, date, device) is read from each root's sweep.json / curriculum.json, nev
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def load(root: Path) -> tuple[dict, list[dict]]:
         raise SystemExit(f"{root}: no curriculum.json or sweep.json (not a finished sweep or curriculum)")
     meta = json.loads(meta_file.read_text())
     rows = []
-    for summary in sorted(root.glob("*/summary.json")):
+    for summary in sorted(root.glob("*/summary.json"), key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.parent.name)]):
         s = json.loads(summary.read_text())
         rows.append({"name": f"{root.name}/{summary.parent.name}", **s})
     return {k: meta.get(k) for k in ("command", "commit", "date", "device")}, rows
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     metas, rows = {}, []
     for root in map(Path, argv[2:]):
         meta, found = load(root)
-        metas[root.name] = meta
+        metas[str(root)] = meta
         rows += found
     full = [r for r in rows if "evaluation" in r]
     short = [r for r in rows if "evaluation" not in r]

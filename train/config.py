@@ -32,7 +32,7 @@ class TrainConfig:
     protocol: str = _f("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
     source_order: str = _f("passage_first", "what the source reads first: passage_first or question_first (a causal source that reads the question first can mark the asked fact in the passage's states); no effect in context, where the source reads no question, so one flag serves a whole ladder")
     wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
-    wide_templates: float = _f(0.0, "relay tasks, training only: chance that a fact sentence or the question is worded from the kind's 4 training templates plus 20 extra ones (lw_runtime/data/wide_templates.py, disjoint from every validation/test wording), so the translator must read the fact rather than fit 4 wordings per slot")
+    wide_templates: float = _f(0.0, "relay tasks, training only: chance that a fact sentence or the question is worded from the kind's 4 training templates plus 13-19 extra ones (lw_runtime/data/wide_templates.py; none nearer to a validation/test wording than the 4 originals, tested), so the translator must read the fact rather than fit 4 wordings per slot")
     preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
     tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
     depth: int = _f(0, "translator depth (0 = the preset's)")

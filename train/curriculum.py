@@ -36,6 +36,9 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
     """The curriculum's folder, and (stage folder name, the flags of that stage's run) for every
     stage, validated up front."""
     common = list(common)
+    glued = [a for a in common if a.split("=", 1)[0] in ("--steps", "--lr", "--task", "--init-from") and "=" in a]
+    if glued:
+        raise SystemExit(f"train.curriculum reads {', '.join(glued)} as a separate flag and value: write '--steps 1,2', not '--steps=1,2'")
     out_dir = Path(take_flag(common, "--out-dir") or "runs/curriculum")
     steps = take_flag(common, "--steps")
     if take_flag(common, "--task") is not None or take_flag(common, "--init-from") is not None:

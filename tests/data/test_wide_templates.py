@@ -14,7 +14,7 @@ from lw_runtime.data.wide_templates import WIDE_FACTS, WIDE_QUESTIONS
 
 HELD_OUT = SPLITS[1:]
 TABLES = (("facts", RELAY_FACTS, WIDE_FACTS), ("questions", RELAY_QUESTIONS, WIDE_QUESTIONS))
-MIN_EXTRA = 16
+MIN_EXTRA = 12  # 20 were written; the ones too close to a held-out wording were dropped (test below)
 
 
 def _loose(template: str) -> str:
@@ -43,6 +43,54 @@ def test_extra_wordings_are_disjoint_from_every_validation_test_and_training_wor
     # held-out wordings of other kinds too: a wording may not leak across slots either
     every_held_out = {_loose(t) for kind in KINDS for split in HELD_OUT for t in base[kind][split]}
     assert not {_loose(t) for kind in KINDS for t in extra[kind]} & every_held_out
+
+
+def _words(template: str) -> list[str]:
+    """Lower-cased words with the placeholders as tokens (the article and a possessive 's dropped)."""
+    t = template.lower().replace("{name}", " NAME ").replace("{value}", " VALUE ").replace("{a}", " ")
+    return [w for w in re.split(r"[^a-zA-Z]+", t) if w and w != "s"]
+
+
+def _edit_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def _trigrams(words: list[str]) -> set:
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+@pytest.mark.parametrize("what, base, extra", [("fact", RELAY_FACTS, WIDE_FACTS), ("question", RELAY_QUESTIONS, WIDE_QUESTIONS)])
+def test_extra_wordings_bring_training_no_closer_to_any_held_out_wording(what, base, extra):
+    """Exact disjointness is not enough: "The code {value} belongs to {name}." next to the test's
+    "Code {value} belongs to {name}." would make that test wording effectively seen. So no extra
+    wording may be nearer (word edit distance) to a validation/test wording of its kind and slot
+    than the nearest of the four original training wordings is, nor share a word 3-gram with it
+    that none of those four shares."""
+    offenders = []
+    for kind, wordings in extra.items():
+        train = [_words(t) for t in base[kind]["train"]]
+        for held in (h for split in SPLITS[1:] for h in base[kind][split]):
+            hw = _words(held)
+            floor = min(_edit_distance(t, hw) for t in train)
+            seen = set().union(*(_trigrams(t) & _trigrams(hw) for t in train))
+            for wording in wordings:
+                ww = _words(wording)
+                new_shared = (_trigrams(ww) & _trigrams(hw)) - seen
+                if _edit_distance(ww, hw) < floor or new_shared:
+                    offenders.append((kind, wording, held, _edit_distance(ww, hw), floor, sorted(new_shared)))
+    assert not offenders, f"{what} wordings too close to held-out ones: {offenders}"
+
+
+def test_the_nearness_check_catches_a_planted_near_copy():
+    train = [_words(t) for t in RELAY_FACTS["code"]["train"]]
+    held = _words("Code {value} belongs to {name}.")
+    floor = min(_edit_distance(t, held) for t in train)
+    assert _edit_distance(_words("The code {value} belongs to {name}."), held) < floor
 
 
 def test_fact_wordings_hold_name_and_value_once_and_format():

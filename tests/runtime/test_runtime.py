@@ -279,7 +279,10 @@ def test_runtime_options_configure_the_static_runtime(target):
     soft = soft_tokens(target, 1)
     want = lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], max_new_tokens=4)
     got = lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], max_new_tokens=4, runtime_options={"max_slots": 3})
-    assert got == want and runtime_for(target.model).max_slots == 3
+    configured = runtime_for(target.model, max_slots=3)
+    assert got == want and configured.max_slots == 3
+    assert runtime_for(target.model, max_slots=3) is configured  # same options: kept
+    assert runtime_for(target.model).max_slots == 2  # no options means the defaults, not the last options
     with pytest.raises(ValueError, match="unknown runtime_options"):
         lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], runtime_options={"graphs": True})
     with pytest.raises(ValueError, match="runtime='hf'"):
@@ -287,4 +290,4 @@ def test_runtime_options_configure_the_static_runtime(target):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="graph_prefill"):
             lw_runtime.generate(target, soft, texts=SOFT_TEXTS[:1], runtime_options={"graph_prefill": True})
-    runtime_for(target.model, max_slots=2)  # put the default back for the other tests
+    runtime_for(target.model)  # put the default runtime back for the other tests

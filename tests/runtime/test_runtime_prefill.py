@@ -32,9 +32,20 @@ def test_hidden_states_of_left_padded_rows_equal_each_row_alone():
     torch.testing.assert_close(both[1, -3:], alone[0], rtol=1e-4, atol=1e-4)  # fp32 summation order differs
 
 
-def test_hidden_states_rejects_a_layer_out_of_range():
+def test_hidden_states_rejects_a_layer_out_of_range_and_counts_negative_layers_like_encode_source():
+    model = tiny_llama()
+    rt = StaticRuntime(model)
     with pytest.raises(ValueError, match="out of range"):
-        StaticRuntime(tiny_llama()).hidden_states(torch.zeros(1, 2, 64), None, 3)
+        rt.hidden_states(torch.zeros(1, 2, 64), None, 3)
+    x = torch.randn(1, 5, 64)
+    torch.testing.assert_close(rt.hidden_states(x, None, -1), rt.hidden_states(x, None, 2))
+
+
+def test_hidden_states_leaves_no_request_to_continue():
+    rt = StaticRuntime(tiny_llama())
+    rt.hidden_states(torch.randn(1, 5, 64), None, 1)
+    with pytest.raises(RuntimeError, match="start"):
+        rt.prefill_logits()
 
 
 def test_graph_prefill_needs_cuda_graphs():
@@ -69,6 +80,30 @@ def test_graphed_prefill_equals_eager_prefill_on_the_gpu():
     got_logits, got = _greedy(graphed, embeds2, mask, [(0, 9)])
     torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(got, want)
+
+
+@cuda
+def test_graphed_prefill_after_a_prefix_with_eviction_and_outside_inference_mode_on_the_gpu():
+    model = tiny_llama().cuda()
+    embeds, mask = left_padded([9, 4, 1], width=9)
+    embeds, mask = embeds.cuda(), mask.cuda()
+    eager, graphed = StaticRuntime(model), StaticRuntime(model, graph_prefill=True, max_prefill_graphs=1)
+    prefix = eager.prefill_prefix(embeds[:, :3], mask[:, :3])
+    for rt in (eager, graphed):  # a chunk starting at slot 3 after a loaded prefix, alternating shapes
+        outs = []
+        for width in (6, 4, 6):
+            rt.start(3, 16, prefix=prefix)
+            rt.prefill_chunk(embeds[:, 3:3 + width], mask[:, 3:3 + width])
+            outs.append(rt.prefill_logits().clone())
+        if rt is eager:
+            want = outs
+    for got, ref in zip(outs, want):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # first use of a shape inside inference mode, the next one outside
+        graphed.start(3, 16)
+        graphed.prefill_chunk(embeds[:, :5], mask[:, :5])
+    graphed.start(3, 16)
+    graphed.prefill_chunk(embeds[:, :5], mask[:, :5])
 
 
 @cuda

@@ -47,7 +47,8 @@ def test_stages_chain_their_translators_and_finished_stages_are_reused(tiny_run,
 
 @pytest.mark.parametrize("extra, problem", [(["--task", "relay_qa"], "sets --task"),
                                             (["--steps", "1,2,3"], "3 values for 2 stages"),
-                                            (["--lr", "1e-3,5e-4,1e-4"], "--lr gives 3 values")])
+                                            (["--lr", "1e-3,5e-4,1e-4"], "--lr gives 3 values"),
+                                            (["--lr=1e-3,5e-4"], "separate flag and value")])
 def test_bad_arguments_stop_before_training(tiny_run, tmp_path, extra, problem):
     with pytest.raises(SystemExit, match=problem):
         curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, tmp_path / "bad"), *extra])
