@@ -52,9 +52,10 @@ class CudaGraphed:
             for buf, a in zip(static_in, args):
                 buf.copy_(a)
             graph.replay()
-            if not self.clone_outputs:
-                return static_out
-            return tuple(o.clone() for o in static_out) if isinstance(static_out, tuple) else static_out.clone()
+        if not self.clone_outputs:
+            return static_out
+        # cloned in the caller's mode: outside inference mode the copies are ordinary tensors
+        return tuple(o.clone() for o in static_out) if isinstance(static_out, tuple) else static_out.clone()
 
     def _capture(self, args):
         with torch.inference_mode():
