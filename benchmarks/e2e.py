@@ -150,15 +150,9 @@ class Latent:
         self.prompts = [PROMPT] * len(texts)
 
     def source_prefill(self):
-        layer = self.p.translator.config.source_layer
-        if not self.p.graphs:
-            states = encode_source(self.p.source, self.texts, layer=layer)
-            self.hidden, self.mask = states.hidden, states.mask
-            return
-        src = self.p.source
-        batch = src.tokenizer(self.texts, return_tensors="pt", padding=True)
-        ids, self.mask = batch["input_ids"].to(src.device), batch["attention_mask"].to(src.device).bool()
-        self.hidden = self.p.rt_source.hidden_states(src.embed(ids), self.mask, layer)
+        states = encode_source(self.p.source, self.texts, layer=self.p.translator.config.source_layer,
+                               runtime=self.p.rt_source if self.p.graphs else None)
+        self.hidden, self.mask = states.hidden, states.mask
 
     def translate(self):
         device = next(self.p.translator.parameters()).device

@@ -17,6 +17,7 @@ Soft tokens with NaN or Inf, or of the wrong width, raise a ``SoftTokenError`` n
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -25,7 +26,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from .decode_loop import DecodeLoop, logits_processors
 from .models import LoadedModel
 from .packets import Decoder, decode
-from .runtime import UnsupportedModelError, cache_length, runtime_for
+from .runtime import StaticRuntime, UnsupportedModelError, cache_length, runtime_for
 from .source import encode_source
 from .wire import ChunkError
 
@@ -115,7 +116,8 @@ def build_inputs(
 RUNTIMES = ("auto", "static", "hf")
 
 
-RUNTIME_OPTIONS = ("cuda_graphs", "compile", "fuse_weights", "max_slots", "graph_prefill", "max_prefill_graphs")
+# StaticRuntime's keyword-only settings, read from its signature so the two cannot drift apart
+RUNTIME_OPTIONS = tuple(name for name, p in inspect.signature(StaticRuntime).parameters.items() if p.kind is p.KEYWORD_ONLY)
 
 
 def select_runtime(target: LoadedModel, runtime: str = "auto", synced_gpus: bool = False,

@@ -35,6 +35,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
+from .graphs import capture, lru_entry
 from .kv_cache import CacheFullError, KVCache, PrefixCache
 from .source import resolve_layer
 
@@ -251,13 +252,7 @@ class StaticRuntime:
         window = self.forward.sliding_window
         if window is not None and max_len > window:
             raise CacheFullError(f"{max_len} slots exceed the model's sliding window of {window}; the runtime does not slide")
-        key = (batch, max_len)
-        slot = self._slots.pop(key, None)
-        if slot is None:
-            while len(self._slots) >= self.max_slots:
-                self._slots.popitem(last=False)
-            slot = _Slot(self.forward, batch, max_len)
-        self._slots[key] = slot
+        slot = lru_entry(self._slots, (batch, max_len), self.max_slots, lambda: _Slot(self.forward, batch, max_len))
         self.active = slot
         slot.cache.reset()
         slot.last_hidden.zero_()
@@ -352,14 +347,9 @@ class StaticRuntime:
         """The prefill chunk as a CUDA graph per (start slot, T, stop layer) of this cache: captured on
         first use (one eager warm-up whose cache writes are undone, then capture), replayed after.
         Returns the graph's output buffer (valid until the next replay of that graph)."""
-        key = (start, embeds.shape[1], stop_layer)
-        entry = slot.prefill_graphs.pop(key, None)
-        if entry is None:
-            while len(slot.prefill_graphs) >= self.max_prefill_graphs:
-                slot.prefill_graphs.popitem(last=False)
-            entry = self._capture_prefill(slot, embeds, mask, start, stop_layer)
-        slot.prefill_graphs[key] = entry
-        graph, static_embeds, static_mask, out = entry
+        graph, static_embeds, static_mask, out = lru_entry(
+            slot.prefill_graphs, (start, embeds.shape[1], stop_layer), self.max_prefill_graphs,
+            lambda: self._capture_prefill(slot, embeds, mask, start, stop_layer))
         with torch.inference_mode():  # the static buffers are inference tensors, whatever mode the caller is in
             static_embeds.copy_(embeds)
             static_mask.copy_(mask)
@@ -367,20 +357,12 @@ class StaticRuntime:
         return out
 
     def _capture_prefill(self, slot: _Slot, embeds, mask, start: int, stop_layer):
-        cache = slot.cache
         with torch.inference_mode():
-            saved = (cache.next_pos.clone(), cache.valid.clone(), slot.last_hidden.clone())
             static_embeds, static_mask = embeds.clone(), mask.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            self._prefill_math(slot, static_embeds, static_mask, start, stop_layer)  # warm-up (cuBLAS, allocator)
-        torch.cuda.current_stream().wait_stream(stream)
-        for dst, src in zip((cache.next_pos, cache.valid, slot.last_hidden), saved):
-            dst.copy_(src)  # undo the warm-up's writes; the keys/values it wrote are rewritten by the replay
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            out = self._prefill_math(slot, static_embeds, static_mask, start, stop_layer)
+        # the warm-up's validity, positions and last hidden state are put back; the keys/values it
+        # wrote are rewritten by the replay
+        graph, out = capture(lambda: self._prefill_math(slot, static_embeds, static_mask, start, stop_layer),
+                             restore=(slot.cache.next_pos, slot.cache.valid, slot.last_hidden))
         return graph, static_embeds, static_mask, out
 
     def prefill_logits(self) -> torch.Tensor:
@@ -405,18 +387,8 @@ class StaticRuntime:
         Runs at the first decode step of a cache, with that step's token and slot: the warm-up
         writes only what the real step writes next (its slot's keys/values and validity); the RoPE
         positions it advances are restored."""
-        positions = slot.cache.next_pos.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            for _ in range(3):
-                self._step_fn(slot, slot.tokens, slot.slot)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            slot.logits = self._step_fn(slot, slot.tokens, slot.slot)
-        slot.graph = graph
-        slot.cache.next_pos.copy_(positions)
+        slot.graph, slot.logits = capture(lambda: self._step_fn(slot, slot.tokens, slot.slot), warmups=3,
+                                          restore=(slot.cache.next_pos,))
 
     def decode_step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row (B,), return (B, vocab) fp32 logits for the next one.
@@ -458,7 +430,7 @@ def runtime_for(model, **kwargs) -> StaticRuntime:
     rt = _RUNTIMES.get(model)
     embed = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
     stale = rt is not None and (embed is None or rt.weights_key != _weights_key(embed, model))
-    if rt is None or stale or getattr(rt, "options", None) != kwargs:  # no options = the defaults
+    if rt is None or stale or rt.options != kwargs:  # no options = the defaults
         rt = StaticRuntime(model, **kwargs)
         rt.options = dict(kwargs)
         _RUNTIMES[model] = rt

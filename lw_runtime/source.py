@@ -67,11 +67,17 @@ def tokenize_texts(tokenizer, texts: list[str], max_tokens: int, device) -> tupl
 
 
 def encode_source(
-    source: LoadedModel, texts: list[str], layer: int = -1, max_tokens: int = 512
+    source: LoadedModel, texts: list[str], layer: int = -1, max_tokens: int = 512, runtime=None
 ) -> SourceStates:
-    """Hidden states of ``layer`` for a batch of texts."""
+    """Hidden states of ``layer`` for a batch of texts. ``runtime``: the source's StaticRuntime (a
+    Llama-family source) reads them with ``hidden_states`` on its static cache (graphed with
+    ``graph_prefill=True``) instead of the HF forward; positions then count real tokens only."""
     batch, num_truncated = tokenize_texts(source.tokenizer, texts, max_tokens, source.device)
     resolved = resolve_layer(source.num_layers, layer)
+    mask = batch["attention_mask"].bool()
+    if runtime is not None:
+        hidden = runtime.hidden_states(source.embed(batch["input_ids"]), mask, resolved)
+        return SourceStates(hidden=hidden.float(), mask=mask, num_truncated=num_truncated)
     captured = {}
 
     def grab(_module, _args, output):
@@ -91,4 +97,4 @@ def encode_source(
         handle.remove()
     # Clone outside inference mode: the translator trains on these and autograd may save them.
     hidden = captured["hidden"].float().clone()
-    return SourceStates(hidden=hidden, mask=batch["attention_mask"].bool(), num_truncated=num_truncated)
+    return SourceStates(hidden=hidden, mask=mask, num_truncated=num_truncated)

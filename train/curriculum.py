@@ -28,6 +28,7 @@ from .config import parse_args, take_flag
 from .loop import train
 from .provenance import commit, lw_environment
 
+PER_STAGE = ("--steps", "--lr")  # flags that may give one value per stage, comma-separated
 RESULT_KEYS = ("test_bridged_acc", "test_target_alone_acc", "best_val_acc", "best_step", "final_val_acc",
                "steps_run", "train_s")
 
@@ -36,27 +37,23 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
     """The curriculum's folder, and (stage folder name, the flags of that stage's run) for every
     stage, validated up front."""
     common = list(common)
-    glued = [a for a in common if a.split("=", 1)[0] in ("--steps", "--lr", "--task", "--init-from") and "=" in a]
+    glued = [a for a in common if a.split("=", 1)[0] in (*PER_STAGE, "--task", "--init-from") and "=" in a]
     if glued:
         raise SystemExit(f"train.curriculum reads {', '.join(glued)} as a separate flag and value: write '--steps 1,2', not '--steps=1,2'")
     out_dir = Path(take_flag(common, "--out-dir") or "runs/curriculum")
-    steps = take_flag(common, "--steps")
+    per_stage = {flag: (take_flag(common, flag) or "").split(",") for flag in PER_STAGE}
     if take_flag(common, "--task") is not None or take_flag(common, "--init-from") is not None:
         raise SystemExit("train.curriculum sets --task and --init-from itself; give the tasks as its first argument")
-    lr = take_flag(common, "--lr")
-    budgets = steps.split(",") if steps else []
-    rates = lr.split(",") if lr else []
-    for flag, values in (("--steps", budgets), ("--lr", rates)):
-        if len(values) not in (0, 1, len(tasks)):
+    per_stage = {flag: values for flag, values in per_stage.items() if values != [""]}
+    for flag, values in per_stage.items():
+        if len(values) not in (1, len(tasks)):
             raise SystemExit(f"{flag} gives {len(values)} values for {len(tasks)} stages (give one, or one per stage)")
     stages, previous = [], None
     for i, task in enumerate(tasks):
         name = f"stage{i + 1}_{task.replace(':', '_f')}"
         flags = common + ["--task", task, "--out-dir", str(out_dir / name)]
-        if budgets:
-            flags += ["--steps", budgets[i] if len(budgets) > 1 else budgets[0]]
-        if rates:
-            flags += ["--lr", rates[i] if len(rates) > 1 else rates[0]]
+        for flag, values in per_stage.items():
+            flags += [flag, values[i] if len(values) > 1 else values[0]]
         if previous is not None:
             flags += ["--init-from", str(out_dir / previous / "translator")]
         parse_args(flags)  # every stage's flags must parse before the first one trains

@@ -129,16 +129,14 @@ def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
         raise ValueError(f"code_digits must be 2, 3 or 4, got {code_digits}")
     if n_facts < 1:
         raise ValueError(f"n_facts must be at least 1, got {n_facts}")
-    if not 0.0 <= wide <= 1.0:
-        raise ValueError(f"wide must be a probability in [0, 1], got {wide}")
-    if wide > 0 and split != "train":
-        raise ValueError(f"wide answers are a training-only augmentation; the {split} split keeps its own unseen pools")
+    for name, chance, what, kept in (("wide", wide, "wide answers", "pools"),
+                                     ("wide_templates", wide_templates, "wide templates", "wordings")):
+        if not 0.0 <= chance <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {chance}")
+        if chance > 0 and split != "train":
+            raise ValueError(f"{what} are a training-only augmentation; the {split} split keeps its own unseen {kept}")
     if wide > 0 and not set(kinds) & set(WORD_KINDS):
         raise ValueError(f"wide answers replace word values ({', '.join(WORD_KINDS)}); kinds {kinds} have none")
-    if not 0.0 <= wide_templates <= 1.0:
-        raise ValueError(f"wide_templates must be a probability in [0, 1], got {wide_templates}")
-    if wide_templates > 0 and split != "train":
-        raise ValueError(f"wide templates are a training-only augmentation; the {split} split keeps its own unseen wordings")
     tag = ("all" if kinds == KINDS else "+".join(kinds)) + ("" if code_digits == 4 else f"-d{code_digits}")
     tag += f"-wide{wide:g}" if wide > 0 else ""
     tag += f"-wtemplates{wide_templates:g}" if wide_templates > 0 else ""

@@ -117,3 +117,15 @@ def test_graphed_hidden_states_equal_eager_on_the_gpu():
         got = rt.hidden_states(embeds * scale, mask, 2)
         ref = want if scale == 1.0 else StaticRuntime(model).hidden_states(embeds * scale, mask, 2)
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_encode_source_on_the_static_runtime_equals_the_hf_read():
+    from lw_runtime.source import encode_source
+    from train.random_models import build_random
+
+    src = build_random("tiny", device="cpu", dtype=torch.float32, seed=0)
+    texts = ["the vault code is 4821", "a code of 7730 was set"]  # same byte length: no padding
+    want = encode_source(src, texts, layer=1)
+    got = encode_source(src, texts, layer=1, runtime=StaticRuntime(src.model))
+    assert torch.equal(got.mask, want.mask) and got.hidden.dtype == want.hidden.dtype
+    torch.testing.assert_close(got.hidden, want.hidden, rtol=1e-5, atol=1e-5)
