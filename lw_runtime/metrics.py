@@ -86,6 +86,31 @@ def summarize(outputs: list[str], golds: list[str]) -> dict:
     }
 
 
+def breakdown(examples, outputs: list[str]) -> dict:
+    """Exact-match accuracy of ``outputs`` by slice of ``examples``: the asked attribute (``kind``),
+    the asked fact's wording (``fact_template``) and the question's wording (``question_template``),
+    each slice ``{"n": .., "accuracy": ..}``; and every prediction beside its gold answer, so that a
+    reader can see where a bridge fails (one wording, one kind, near misses) and not only how often.
+    Examples without relay-QA metadata fall into the slice ``"-"``."""
+    slices: dict[str, dict[str, list[float]]] = {"kind": {}, "fact_template": {}, "question_template": {}}
+    predictions = []
+    for e, out in zip(examples, outputs, strict=True):
+        meta = e.meta or {}
+        templates = meta.get("templates") or ()
+        keys = {"kind": meta.get("kind", "-"),
+                "fact_template": templates[meta["asked"]] if templates and "asked" in meta else "-",
+                "question_template": templates[-1] if templates else "-"}
+        ok = float(exact_match(out, e.answer))
+        for slice_name, key in keys.items():
+            slices[slice_name].setdefault(key, []).append(ok)
+        predictions.append({"id": e.id, "gold": e.answer, "output": out, "correct": bool(ok), **keys})
+    return {
+        **{name: {key: {"n": len(v), "accuracy": sum(v) / len(v)} for key, v in sorted(groups.items())}
+           for name, groups in slices.items()},
+        "predictions": predictions,
+    }
+
+
 def entropy(logits) -> float:
     """Mean entropy (nats) of the softmax over the last dim of a (N, V) tensor."""
     import torch

@@ -35,6 +35,7 @@ from torch import nn
 from lw_runtime.data import load_task
 from lw_runtime.generate import generate
 from lw_runtime.leakage import check_disjoint, check_target_inputs
+from lw_runtime.metrics import breakdown
 from lw_runtime.protocols import answer_continuation, full_text_prompt, target_alone_prompt, target_prompt
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
@@ -492,6 +493,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
         "setup_s": round(setup_s, 1),
         "train_s": round(train_s, 1),
         "samples": {"bridged": test_out[:5], "target_alone": alone_out[:5], "gold": [e.answer for e in test_set[:5]]},
+        "test_breakdown": breakdown(test_set, test_out),
     }
     if cfg.baselines:
         if ctx.distributed and cfg.shard_target:

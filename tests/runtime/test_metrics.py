@@ -23,3 +23,32 @@ def test_repetition_loops():
     assert is_repetition_loop("the the the the the the")
     assert not is_repetition_loop("4821")
     assert not is_repetition_loop("Paris is the capital of France")
+
+
+def test_breakdown_slices_by_kind_and_wording_and_keeps_every_prediction():
+    from lw_runtime.data.synthetic import relay_qa
+    from lw_runtime.metrics import breakdown
+
+    examples = relay_qa("test", 40, n_facts=2)
+    # right on every code question, wrong everywhere else
+    outputs = [f" {e.answer}" if e.meta["kind"] == "code" else " wrong" for e in examples]
+    b = breakdown(examples, outputs)
+    n_code = sum(e.meta["kind"] == "code" for e in examples)
+    assert 0 < n_code < len(examples)
+    assert b["kind"]["code"] == {"n": n_code, "accuracy": 1.0}
+    assert all(s["accuracy"] == 0.0 for kind, s in b["kind"].items() if kind != "code")
+    for name in ("fact_template", "question_template"):
+        assert sum(s["n"] for s in b[name].values()) == len(examples)
+    asked = examples[0].meta["templates"][examples[0].meta["asked"]]
+    assert asked in b["fact_template"] and examples[0].meta["templates"][-1] in b["question_template"]
+    assert [p["correct"] for p in b["predictions"]] == [e.meta["kind"] == "code" for e in examples]
+    assert b["predictions"][0]["gold"] == examples[0].answer
+
+
+def test_breakdown_puts_examples_without_metadata_in_one_slice():
+    from lw_runtime.data.example import Example
+    from lw_runtime.metrics import breakdown
+
+    examples = [Example(id=str(i), task="t", passage="p", question="q", answer="7", split="test") for i in range(3)]
+    b = breakdown(examples, [" 7", " 8", " 7"])
+    assert b["kind"] == {"-": {"n": 3, "accuracy": 2 / 3}}
