@@ -2,8 +2,10 @@
 # check their sha256, convert both once into $LATENTWIRE_CACHE. Run from the repo root.
 set -e
 mkdir -p /tmp/lwstage /tmp/lw
-cp .stage/p5/piece_5 /tmp/lwstage/
-cat /tmp/lwstage/piece_0 /tmp/lwstage/piece_1 /tmp/lwstage/piece_2 /tmp/lwstage/piece_3 /tmp/lwstage/piece_4 /tmp/lwstage/piece_5 > /tmp/lwstage/all
+# the last piece is the one this call carried (only carried ignored folders travel)
+cp .stage/p*/piece_* /tmp/lwstage/
+# pieces in numeric order (piece_10 after piece_9); the sha256 check below catches a missing one
+ls /tmp/lwstage/piece_* | sort -t_ -k2 -n | xargs cat > /tmp/lwstage/all
 head -c 253113024 /tmp/lwstage/all > /tmp/lw/gemma-3-270m-q4_k_m.gguf
 tail -c +253113025 /tmp/lwstage/all > /tmp/lw/SmolLM2-135M-Instruct.Q4_1.gguf
 rm /tmp/lwstage/all
