@@ -33,6 +33,26 @@ def load(root: Path) -> tuple[dict, list[dict]]:
     return {k: meta.get(k) for k in ("command", "commit", "date", "device")}, rows
 
 
+def breakdown_tables(rows: list[dict]) -> str:
+    """The greedy test pass of each run by asked attribute, and by the asked fact's wording and the
+    question's wording (accuracy % and n), from the summaries' ``test_breakdown``."""
+    if not rows:
+        return ""
+    text = ""
+    for slice_name in ("kind", "fact_template", "question_template"):
+        keys = sorted({k for r in rows for k in r["test_breakdown"][slice_name]})
+        text += f"\ntest accuracy % by {slice_name.replace('_', ' ')} (greedy test pass, `test_breakdown`; n in brackets)\n\n"
+        text += "| " + slice_name + " | " + " | ".join(r["name"] for r in rows) + " |\n"
+        text += "|---" * (len(rows) + 1) + "|\n"
+        for k in keys:
+            cells = []
+            for r in rows:
+                c = r["test_breakdown"][slice_name].get(k)
+                cells.append(f"{100 * c['accuracy']:.0f} ({c['n']})" if c else "")
+            text += f"| {k} | " + " | ".join(cells) + " |\n"
+    return text
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 3:
@@ -57,6 +77,7 @@ def main(argv=None) -> int:
         text += "| run | n | best val (step) | final val | bridge |\n|---|---|---|---|---|\n"
         text += "".join(f"| {r['name']} | {r['test_examples']} | {100 * r['best_val_acc']:.1f} ({r['best_step']}) | "
                         f"{100 * r['final_val_acc']:.1f} | {100 * r['test_bridged_acc']:.1f} |\n" for r in short)
+    text += breakdown_tables([r for r in rows if r.get("test_breakdown")])
     text += "\nvalidation accuracy by step:\n\n" + "".join(
         f"- {r['name']}: " + ", ".join(f"{s}: {100 * a:.1f}" for s, a in r.get("history", [])) + "\n" for r in rows)
     text += "\ncommands:\n\n" + "".join(f"- {k} (commit {m['commit']}, {m['date']}): `{m['command']}`\n" for k, m in metas.items())
