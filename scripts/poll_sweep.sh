@@ -17,7 +17,8 @@ find "$dir" -name metrics.jsonl | sort | while read -r metrics; do
   python3 -c "import sys,json; print(' '.join(f\"{d['step']}:{d['val_acc']:.2f}\" for d in map(json.loads,open(sys.argv[1]))))" "$pack/$name/val.jsonl"
   [ -f "$run/summary.json" ] && python3 -c "import sys,json; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('best_val_acc','best_step','test_bridged_acc','steps_run')})" "$run/summary.json"
 done
-{ find "$dir" -maxdepth 2 \( -name 'sweep.*' -o -name 'curriculum.*' -o -name '*.plan' \); find "$dir" -maxdepth 1 -name '*.log'; } | while read -r f; do
+# the tables and provenance of sweeps and curricula one or two folders down, and the launch logs
+{ find "$dir" -maxdepth 3 \( -name 'sweep.*' -o -name 'curriculum.*' -o -name '*.plan' \); find "$dir" -maxdepth 2 -name '*.log' ! -name stdout.log; } | while read -r f; do
   rel=$(realpath --relative-to="$dir" "$f" | tr '/' '_'); cp "$f" "$pack/$rel"; done
 tar czf "$OUT/sweep.tgz" -C "$pack" .
 pgrep -f "$pattern" >/dev/null && echo "runs still going" || echo "runs finished"

@@ -33,6 +33,7 @@ class TrainConfig:
     source_order: str = _f("passage_first", "what the source reads first: passage_first or question_first (a causal source that reads the question first can mark the asked fact in the passage's states); no effect in context, where the source reads no question, so one flag serves a whole ladder")
     wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
     wide_templates: float = _f(0.0, "relay tasks, training only: chance that a fact sentence or the question is worded from the kind's 4 training templates plus 13-19 extra ones (lw_runtime/data/wide_templates.py; none nearer to a validation/test wording than the 4 originals, tested), so the translator must read the fact rather than fit 4 wordings per slot")
+    pseudo_words: float = _f(0.0, "relay_qa, training only, with --wide-answers: chance that each word of a wide answer is an invented word of 2-4 syllables (lw_runtime/data/pseudo_words.py; several tokens in both models, never a held-out word) instead of a one-token wide-vocabulary word, so the translator learns to carry spelling")
     preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
     tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
     depth: int = _f(0, "translator depth (0 = the preset's)")
@@ -92,6 +93,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--wide-answers is a probability in [0, 1], got {cfg.wide_answers}")
     if not 0.0 <= cfg.wide_templates <= 1.0:
         raise ValueError(f"--wide-templates is a probability in [0, 1], got {cfg.wide_templates}")
+    if not 0.0 <= cfg.pseudo_words <= 1.0:
+        raise ValueError(f"--pseudo-words is a probability in [0, 1], got {cfg.pseudo_words}")
+    if cfg.pseudo_words > 0 and cfg.wide_answers == 0:
+        raise ValueError("--pseudo-words replaces words of wide answers; set --wide-answers too")
     if cfg.init_from:
         if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
             raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")

@@ -347,6 +347,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     # passed only when on, so tasks other than relay never see them
     wide = {"wide": cfg.wide_answers} if cfg.wide_answers > 0 else {}
     wide |= {"wide_templates": cfg.wide_templates} if cfg.wide_templates > 0 else {}
+    wide |= {"pseudo_words": cfg.pseudo_words} if cfg.pseudo_words > 0 else {}
     train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **wide)
     eval_task = cfg.eval_task or cfg.task
     # answers are compared only within one task family: an arithmetic result that happens to

@@ -72,6 +72,12 @@ WIDE_FILE = "words"
 def wide_words() -> tuple[str, ...]:
     """The training-only wide answer vocabulary, without any word of a validation/test pool entry."""
     text = resources.files(__package__).joinpath(f"{WIDE_FILE}.txt").read_text(encoding="utf-8")
-    held_out = {word.lower() for name in POOL_FILES for split in SPLITS[1:]
-                for entry in split_pool(name, split) for word in entry.split()}
+    held_out = held_out_words()
     return tuple(w for w in (line.strip() for line in text.splitlines()) if w and w.lower() not in held_out)
+
+
+@lru_cache(maxsize=None)
+def held_out_words() -> frozenset[str]:
+    """Every word (lower case) of every validation and test entry of the word pools."""
+    return frozenset(word.lower() for name in POOL_FILES for split in SPLITS[1:]
+                     for entry in split_pool(name, split) for word in entry.split())

@@ -22,6 +22,10 @@ Decisions:
   instead of the 4 alone: with 4 wordings per slot a translator fits the wordings and misses unseen
   ones. It is one draw per sentence, made only when the option is on, so `wide_templates=0` draws
   exactly what it drew before the option existed.
+- `pseudo_words` (training only, with `wide`) is the chance that each word of a wide value is an
+  invented word (pseudo_words.py: 2-4 syllables, several tokens in both models) rather than a
+  one-token wide-vocabulary word, so that the translator learns to carry how a word is spelled.
+  `pseudo_words=0` draws exactly what it drew before the option existed.
 - `kinds=("code",)` gives the 1-fact code relay: one short sentence; `code_digits=2` gives the
   shorter codes of the CPU learning test (task "relay_code2").
 """
@@ -32,6 +36,7 @@ import random
 
 from .example import Example, check_split
 from .pools import split_pool, wide_words
+from .pseudo_words import pseudo_word
 from .templates import RELAY_FACTS, RELAY_QUESTIONS
 from .wide_templates import WIDE_FACTS, WIDE_QUESTIONS
 
@@ -56,11 +61,18 @@ def _draw_names(rng: random.Random, firsts: tuple[str, ...], lasts: tuple[str, .
     return names
 
 
-def _wide_value(rng: random.Random, taken: set[str]) -> str:
+def _wide_value(rng: random.Random, taken: set[str], pseudo_words: float = 0.0) -> str:
     words = wide_words()
+
+    def word() -> str:
+        # no draw at 0, so that runs without the option keep their exact random stream
+        if pseudo_words > 0 and rng.random() < pseudo_words:
+            return pseudo_word(rng)
+        return rng.choice(words)
+
     while True:
         n = 2 if rng.random() < WIDE_PAIR_FRACTION else 1
-        value = " ".join(rng.choice(words) for _ in range(n))
+        value = " ".join(word() for _ in range(n))
         if value not in taken:
             return value
 
@@ -73,7 +85,7 @@ def _wording(rng: random.Random, templates: tuple[str, ...], extra: tuple[str, .
 
 
 def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...], code_digits: int = 4,
-                  wide: float = 0.0, wide_templates: float = 0.0):
+                  wide: float = 0.0, wide_templates: float = 0.0, pseudo_words: float = 0.0):
     firsts, lasts = split_pool("first_names", split), split_pool("surnames", split)
     n_people = rng.randint(-(-n_facts // len(kinds)), n_facts)
     people = _draw_names(rng, firsts, lasts, n_people)
@@ -96,7 +108,7 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
     facts, sentences, fact_templates = [], [], []
     taken = {value for values in values_by_kind.values() for value in values}
     for (person, kind), w in zip(pairs, is_wide):
-        value = _wide_value(rng, taken) if w else values_by_kind[kind].pop()
+        value = _wide_value(rng, taken, pseudo_words) if w else values_by_kind[kind].pop()
         taken.add(value)
         template = _wording(rng, RELAY_FACTS[kind][split], WIDE_FACTS[kind], wide_templates)
         facts.append((person, kind, value))
@@ -115,11 +127,13 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
 
 def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
              kinds: tuple[str, ...] | None = None, code_digits: int = 4, wide: float = 0.0,
-             wide_templates: float = 0.0) -> list[Example]:
+             wide_templates: float = 0.0, pseudo_words: float = 0.0) -> list[Example]:
     """`n` relay-QA examples of `n_facts` facts each from `split`; `kinds` restricts the attributes;
     `code_digits` (2, 3 or 4) sets the length of the code answers; `wide` (training only) is the
     chance that a word-kind fact's value comes from the wide vocabulary; `wide_templates` (training
-    only) is the chance that a sentence's wording comes from the training plus the extra wordings."""
+    only) is the chance that a sentence's wording comes from the training plus the extra wordings;
+    `pseudo_words` (training only, with `wide`) is the chance that each word of a wide value is an
+    invented word (pseudo_words.py) instead of a wide-vocabulary word."""
     check_split(split)
     kinds = tuple(kinds) if kinds is not None else KINDS
     unknown = [kind for kind in kinds if kind not in KINDS]
@@ -130,21 +144,26 @@ def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
     if n_facts < 1:
         raise ValueError(f"n_facts must be at least 1, got {n_facts}")
     for name, chance, what, kept in (("wide", wide, "wide answers", "pools"),
-                                     ("wide_templates", wide_templates, "wide templates", "wordings")):
+                                     ("wide_templates", wide_templates, "wide templates", "wordings"),
+                                     ("pseudo_words", pseudo_words, "pseudo words", "pools")):
         if not 0.0 <= chance <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {chance}")
         if chance > 0 and split != "train":
             raise ValueError(f"{what} are a training-only augmentation; the {split} split keeps its own unseen {kept}")
+    if pseudo_words > 0 and wide == 0:
+        raise ValueError("pseudo_words replaces words of wide answers; set wide > 0 too")
     if wide > 0 and not set(kinds) & set(WORD_KINDS):
         raise ValueError(f"wide answers replace word values ({', '.join(WORD_KINDS)}); kinds {kinds} have none")
     tag = ("all" if kinds == KINDS else "+".join(kinds)) + ("" if code_digits == 4 else f"-d{code_digits}")
     tag += f"-wide{wide:g}" if wide > 0 else ""
     tag += f"-wtemplates{wide_templates:g}" if wide_templates > 0 else ""
+    tag += f"-pseudo{pseudo_words:g}" if pseudo_words > 0 else ""
     rng = random.Random(f"relay_qa|{split}|{n_facts}|{tag}|{seed}")
     examples = []
     for index in range(n):
         for _ in range(MAX_REDRAWS):
-            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits, wide, wide_templates)
+            passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits, wide, wide_templates,
+                                                            pseudo_words)
             if passage.count(answer) == 1:
                 break
         else:

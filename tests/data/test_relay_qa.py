@@ -156,7 +156,28 @@ def test_wide_answers_come_from_the_wide_vocabulary_and_never_from_a_held_out_po
     assert all(v.isdigit() for e in examples for _, kind, v in e.meta["facts"] if kind in ("code", "age"))
 
 
-@pytest.mark.parametrize("kwargs", [dict(split="test", wide=0.5), dict(wide=1.5), dict(wide=0.5, kinds=("code",))])
+def test_pseudo_words_are_invented_spellings_that_are_never_held_out_or_in_the_wide_vocabulary():
+    from lw_runtime.data.pools import held_out_words, wide_words
+    from lw_runtime.data.synthetic import WORD_KINDS
+
+    vocab = {w.lower() for w in wide_words()}
+    examples = relay_qa("train", 2000, n_facts=2, seed=3, wide=1.0, pseudo_words=0.5)
+    words = [w for e in examples for _, kind, v in e.meta["facts"] if kind in WORD_KINDS for w in v.split()]
+    invented = [w for w in words if w.lower() not in vocab]
+    assert 0.4 < len(invented) / len(words) < 0.6  # about half of the words, as asked
+    assert not {w.lower() for w in invented} & held_out_words()
+    assert all(w.isalpha() and 5 <= len(w) <= 10 for w in invented)
+    assert len(set(invented)) > 0.9 * len(invented)  # a fresh spelling almost every time
+    assert any(w[0].isupper() for w in invented) and any(w[0].islower() for w in invented)
+    for e in examples:
+        assert e.passage.count(e.answer) == 1
+    # off, the stream is the one of wide answers alone
+    assert relay_qa("train", 50, n_facts=2, seed=3, wide=0.5, pseudo_words=0.0) == relay_qa("train", 50, n_facts=2, seed=3, wide=0.5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(split="test", wide=0.5), dict(wide=1.5), dict(wide=0.5, kinds=("code",)),
+                                    dict(pseudo_words=0.5), dict(wide=0.5, pseudo_words=2.0),
+                                    dict(split="validation", wide=0.5, pseudo_words=0.5)])
 def test_bad_wide_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         relay_qa(**(dict(split="train", n=3) | kwargs))

@@ -28,6 +28,8 @@ def test_overrides_and_boolean_switches():
     (["--wide-answers", "0.5", "--task", "relay_code"], "replaces relay_qa word values"),
     (["--wide-templates", "1.5"], "probability"),
     (["--wide-templates", "0.5", "--task", "arithmetic"], "rewords relay-task sentences"),
+    (["--pseudo-words", "0.5"], "set --wide-answers too"),
+    (["--pseudo-words", "1.5", "--wide-answers", "0.5"], "probability"),
 ])
 def test_flags_that_would_be_ignored_are_rejected(flags, problem):
     with pytest.raises(ValueError, match=problem):
