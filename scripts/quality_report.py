@@ -18,19 +18,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lw_runtime.metrics import bootstrap_ci  # noqa: E402
 from train.ablations import markdown, plots  # noqa: E402
 
 
 def load(root: Path) -> tuple[dict, list[dict]]:
-    meta_file = next((root / n for n in ("curriculum.json", "sweep.json") if (root / n).exists()), None)
+    meta_file = next((root / n for n in ("curriculum.json", "sweep.json", "provenance.json") if (root / n).exists()), None)
     if meta_file is None:
-        raise SystemExit(f"{root}: no curriculum.json or sweep.json (not a finished sweep or curriculum)")
+        raise SystemExit(f"{root}: no curriculum.json, sweep.json or provenance.json (not a finished sweep or curriculum)")
     meta = json.loads(meta_file.read_text())
+    if meta_file.name == "provenance.json":  # written by hand from the launching call: say so in the report
+        meta["command"] = f"{meta['command']} [{meta.get('provenance', 'provenance.json')}]"
     rows = []
     for summary in sorted(root.glob("*/summary.json"), key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.parent.name)]):
         s = json.loads(summary.read_text())
         rows.append({"name": f"{root.name}/{summary.parent.name}", **s})
     return {k: meta.get(k) for k in ("command", "commit", "date", "device")}, rows
+
+
+def bridge_cell(row: dict) -> str:
+    """The greedy test accuracy, with its interval when the run saved its predictions."""
+    predictions = row.get("test_breakdown", {}).get("predictions")
+    if not predictions:
+        return f"{100 * row['test_bridged_acc']:.1f}"
+    mean, lo, hi = bootstrap_ci([float(p["correct"]) for p in predictions])
+    if abs(mean - row["test_bridged_acc"]) > 1e-9:
+        raise SystemExit(f"{row['name']}: test_breakdown ({mean}) disagrees with test_bridged_acc ({row['test_bridged_acc']})")
+    return f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def breakdown_tables(rows: list[dict]) -> str:
@@ -74,9 +88,10 @@ def main(argv=None) -> int:
     text = markdown(name, full, header) if full else f"# {name}\n"
     if short:
         text += "\nruns without baselines (--no-baselines): bridge accuracy % on the test split\n\n"
-        text += "| run | n | best val (step) | final val | bridge |\n|---|---|---|---|---|\n"
+        text += ("| run | n | best val (step) | final val | bridge [95% bootstrap over the saved test predictions] |\n"
+                 "|---|---|---|---|---|\n")
         text += "".join(f"| {r['name']} | {r['test_examples']} | {100 * r['best_val_acc']:.1f} ({r['best_step']}) | "
-                        f"{100 * r['final_val_acc']:.1f} | {100 * r['test_bridged_acc']:.1f} |\n" for r in short)
+                        f"{100 * r['final_val_acc']:.1f} | {bridge_cell(r)} |\n" for r in short)
     text += breakdown_tables([r for r in rows if r.get("test_breakdown")])
     text += "\nvalidation accuracy by step:\n\n" + "".join(
         f"- {r['name']}: " + ", ".join(f"{s}: {100 * a:.1f}" for s, a in r.get("history", [])) + "\n" for r in rows)

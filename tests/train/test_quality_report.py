@@ -1,0 +1,48 @@
+"""scripts/quality_report.py on summaries in the layout a GPU run copies back."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lw_runtime.data.synthetic import relay_qa
+from lw_runtime.metrics import breakdown
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "quality_report.py"
+
+
+def _report():
+    spec = importlib.util.spec_from_file_location("quality_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _root(tmp_path, acc_override=None):
+    root = tmp_path / "chain"
+    run = root / "stage1_relay_qa_f1"
+    run.mkdir(parents=True)
+    examples = relay_qa("test", 20, n_facts=1)
+    outputs = [f" {e.answer}" if i % 4 else " nope" for i, e in enumerate(examples)]  # 15 of 20 right
+    summary = {"test_examples": 20, "best_val_acc": 0.5, "best_step": 250, "final_val_acc": 0.5,
+               "test_bridged_acc": 0.75 if acc_override is None else acc_override, "device": "cpu",
+               "history": [[250, 0.5]], "test_breakdown": breakdown(examples, outputs)}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (root / "provenance.json").write_text(json.dumps({"command": "python -m train.curriculum X", "commit": "abc",
+                                                       "date": "today", "device": "cpu", "provenance": "typed from the call"}))
+    return root
+
+
+def test_report_reads_hand_written_provenance_and_adds_intervals_and_breakdown(tmp_path):
+    out = tmp_path / "out"
+    assert _report().main(["r", str(out), str(_root(tmp_path))]) == 0
+    text = (out / "r.md").read_text()
+    assert "| chain/stage1_relay_qa_f1 | 20 | 50.0 (250) | 50.0 | 75.0 [" in text
+    assert "[typed from the call]" in text  # the report says the provenance was written by hand
+    assert "test accuracy % by kind" in text and "test accuracy % by question template" in text
+
+
+def test_report_refuses_predictions_that_disagree_with_the_summary(tmp_path):
+    with pytest.raises(SystemExit, match="disagrees"):
+        _report().main(["r", str(tmp_path / "out"), str(_root(tmp_path, acc_override=0.8))])
