@@ -256,12 +256,17 @@ class BottleneckedGatedTranslator(nn.Module):
         if differ:
             raise TranslatorMismatchError(f"{what} has another architecture ({'; '.join(differ)})")
 
-    def save_pretrained(self, directory: str | Path) -> None:
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Config JSON + safetensors in ``directory``; ``dtype`` (e.g. torch.bfloat16) stores the
+        floating tensors in that type — half the bytes, for carrying a translator off a machine whose
+        calls return small files. ``from_pretrained`` loads it back into the module's own dtype."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         tmp_w, tmp_c = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
         save_file(state, str(tmp_w))
         tmp_c.write_text(json.dumps(asdict(self.config), indent=2))

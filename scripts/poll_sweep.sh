@@ -1,7 +1,7 @@
 # On the GPU machine: report training runs that go on in the background (setsid: train.sweep,
 # scripts/gpu_chains.sh) and pack their small files (summaries, validation lines, log tails, the
 # sweep/curriculum tables) into $OUT/sweep.tgz (one file: a call returns only a few).
-# Usage: POLL_PATTERN=train.curriculum bash scripts/poll_sweep.sh DIR SECONDS_TO_WAIT
+# Usage: [POLL_PATTERN=train.curriculum] [PACK_TRANSLATORS="RUN ..."] bash scripts/poll_sweep.sh DIR SECONDS_TO_WAIT
 dir=$1; wait_s=${2:-0}; pattern="python3? -m ${POLL_PATTERN:-train.sweep}"
 : "${OUT:?set OUT, the output folder of the call}"
 end=$(( $(date +%s) + wait_s ))
@@ -21,4 +21,11 @@ done
 { find "$dir" -maxdepth 3 \( -name 'sweep.*' -o -name 'curriculum.*' -o -name '*.plan' \); find "$dir" -maxdepth 2 -name '*.log' ! -name stdout.log; } | while read -r f; do
   rel=$(realpath --relative-to="$dir" "$f" | tr '/' '_'); cp "$f" "$pack/$rel"; done
 tar czf "$OUT/sweep.tgz" -C "$pack" .
+# PACK_TRANSLATORS="RUN [RUN ...]" (run folders relative to DIR): each finished run's translator as
+# a bf16 $OUT/<run>.tgz (~14.5 MB for the embedded default; a call returns at most 8 files of 16 MiB)
+for run in ${PACK_TRANSLATORS:-}; do
+  if [ -f "$dir/$run/translator/translator_config.json" ]; then
+    python3 "$(dirname "$0")/pack_translator.py" "$dir/$run/translator" "$OUT/$(echo "$run" | tr '/' '_').tgz"
+  else echo "no translator yet in $dir/$run"; fi
+done
 pgrep -f "$pattern" >/dev/null && echo "runs still going" || echo "runs finished"

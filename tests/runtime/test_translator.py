@@ -87,6 +87,31 @@ def test_save_and_load_round_trip(tmp_path):
     assert back.config == tr.config
 
 
+def test_bf16_pack_is_half_the_bytes_and_loads_back_into_fp32_within_bf16_rounding(tmp_path):
+    import importlib.util
+    import tarfile
+    from pathlib import Path
+
+    tr = make()
+    open_gates(tr, 0.3)
+    tr.save_pretrained(tmp_path / "fp32")
+    spec = importlib.util.spec_from_file_location("pack_translator", Path(__file__).resolve().parents[2] / "scripts" / "pack_translator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.pack(tmp_path / "fp32", tmp_path / "t.tgz")
+    with tarfile.open(tmp_path / "t.tgz") as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    small = (tmp_path / "back" / "translator" / "translator.safetensors").stat().st_size
+    assert small < 0.6 * (tmp_path / "fp32" / "translator.safetensors").stat().st_size
+    back = BottleneckedGatedTranslator.from_pretrained(tmp_path / "back" / "translator").eval()
+    assert back.config == tr.config
+    assert all(p.dtype == torch.float32 for p in back.parameters())
+    for (name, a), b in zip(tr.state_dict().items(), back.state_dict().values()):
+        torch.testing.assert_close(b, a.to(torch.bfloat16).float(), msg=name)  # exactly the bf16 rounding
+    h, m = source_batch()
+    torch.testing.assert_close(back(h, m), tr(h, m), rtol=0.05, atol=0.05)
+
+
 def test_the_source_order_of_training_travels_with_the_translator(tmp_path):
     tr = BottleneckedGatedTranslator(TranslatorConfig(source_order="question_first"))
     tr.save_pretrained(tmp_path)
