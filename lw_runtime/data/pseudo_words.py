@@ -3,13 +3,17 @@
 Decisions:
 - The wide vocabulary (words.txt) holds only words that are one whole token in both embedded models,
   so a translator trained on it never has to carry a word that the target spells in several pieces.
-  Many held-out cities and pets are such words ("Reykjavik", "whippet", "Curitiba"), and the greedy
-  test pass of the session-6 runs (their `test_breakdown`) shows most wrong answers are mis-spellings
-  or near neighbours of them (" whwittik", " budgerikus", " labrador" for collie), while codes, ages
-  and jobs were right. Invented words make the copy of an arbitrary letter string part of training.
+  Many held-out cities and pets are such words ("Reykjavik", "whippet", "Curitiba"), and in the greedy
+  test pass of the session-6 runs (their `test_breakdown`) many wrong answers are mis-spellings or
+  near neighbours of them (" whwittik", " budgerikus", " labrador" for collie); the other large source
+  of misses, 4-digit codes in some seeds, is not what this option addresses. Invented words make the
+  copy of an arbitrary letter string part of training.
 - A word is 2-4 syllables of 5-10 letters (onset + vowel + optional coda) from small fixed inventories, capitalised
-  half of the time (cities are capitalised, pets are not): pronounceable, not in any vocabulary, and
-  split into several pieces by both tokenizers. They are drawn from the example's own random.Random.
+  half of the time (cities are capitalised, pets are not): pronounceable and not in any vocabulary.
+  Measured on 500 draws (seed 0, the embedded tokenizers, CPU, 2026-11-25): 99.8% are 2+ tokens for
+  Gemma (mean 3.1) and 100% for SmolLM2 (mean 3.6); the held-out test pets are 2+ SmolLM2 tokens in
+  100% of entries, the test cities in 59% (a test checks > 95% for the invented words). They are drawn
+  from the example's own random.Random.
 - A drawn word equal (case-insensitively) to a word of any validation/test pool entry or of the wide
   vocabulary is drawn again, so the augmentation can never place a held-out value in training.
 """
@@ -17,6 +21,7 @@ Decisions:
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 from .pools import held_out_words, wide_words
 
@@ -39,11 +44,6 @@ def pseudo_word(rng: random.Random) -> str:
     raise RuntimeError(f"pseudo_word could not draw a new word in {MAX_REDRAWS} tries")
 
 
-_RESERVED: frozenset[str] | None = None
-
-
+@lru_cache(maxsize=None)
 def _reserved() -> frozenset[str]:
-    global _RESERVED
-    if _RESERVED is None:
-        _RESERVED = held_out_words() | {w.lower() for w in wide_words()}
-    return _RESERVED
+    return held_out_words() | {w.lower() for w in wide_words()}

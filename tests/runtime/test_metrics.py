@@ -43,6 +43,11 @@ def test_breakdown_slices_by_kind_and_wording_and_keeps_every_prediction():
     assert asked in b["fact_template"] and examples[0].meta["templates"][-1] in b["question_template"]
     assert [p["correct"] for p in b["predictions"]] == [e.meta["kind"] == "code" for e in examples]
     assert b["predictions"][0]["gold"] == examples[0].answer
+    # the fact wording is the asked fact's, not the first sentence's
+    for e, p in zip(examples, b["predictions"]):
+        assert p["fact_template"] == e.meta["templates"][e.meta["asked"]]
+        assert p["question_template"] == e.meta["templates"][-1] and p["kind"] == e.meta["kind"]
+    assert any(e.meta["asked"] != 0 and e.meta["templates"][0] != e.meta["templates"][e.meta["asked"]] for e in examples)
 
 
 def test_breakdown_puts_examples_without_metadata_in_one_slice():

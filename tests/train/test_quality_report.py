@@ -41,6 +41,11 @@ def test_report_reads_hand_written_provenance_and_adds_intervals_and_breakdown(t
     assert "| chain/stage1_relay_qa_f1 | 20 | 50.0 (250) | 50.0 | 75.0 [" in text
     assert "[typed from the call]" in text  # the report says the provenance was written by hand
     assert "test accuracy % by kind" in text and "test accuracy % by question template" in text
+    # one breakdown row per attribute, with this run's accuracy and count
+    rows = json.loads((out / "r.json").read_text())["runs"][0]["test_breakdown"]["kind"]
+    for kind, cell in rows.items():
+        assert f"| {kind} | {100 * cell['accuracy']:.0f} ({cell['n']}) |" in text
+    assert sum(cell["n"] for cell in rows.values()) == 20
 
 
 def test_report_refuses_predictions_that_disagree_with_the_summary(tmp_path):
