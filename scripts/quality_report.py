@@ -5,8 +5,11 @@ Usage: python scripts/quality_report.py NAME OUT_DIR RUN_ROOT [RUN_ROOT ...]
 Each RUN_ROOT is a train.sweep folder (``sweep.json`` + one folder per run) or a train.curriculum
 folder (``curriculum.json`` + one folder per stage); every ``summary.json`` below it becomes a row
 named ``<root>/<run>``. Runs with baselines go into train.ablations' table (all baselines, 95%
-intervals, diagnostics) and plots; runs without them get a short table. The provenance (command,
-commit, date, device) is read from each root's sweep.json / curriculum.json, never typed in.
+intervals, diagnostics) and plots; runs without them get a short table, their intervals bootstrapped
+from the test predictions each summary saves (``test_breakdown``), and every run gets tables by asked
+attribute and wording. The provenance (command, commit, date, device) is read from each root's
+sweep.json / curriculum.json; a root that has neither (plain ``train.fsdp`` runs) may carry a
+``provenance.json`` written from the launching call, and the report marks its command as such.
 """
 
 from __future__ import annotations

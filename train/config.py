@@ -86,15 +86,23 @@ class TrainConfig:
     progress: bool = _f(True, "show a progress bar")
 
 
+# relay_qa's training augmentations (lw_runtime.data.tasks.RELAY_AUGMENTATIONS) -> their flags
+AUGMENTATION_FLAGS = {"wide": "wide-answers", "wide_templates": "wide-templates", "pseudo_words": "pseudo-words"}
+
+
+def relay_augmentations(cfg: TrainConfig, keep_zero: bool = False) -> dict[str, float]:
+    """The relay_qa augmentation keywords of ``cfg`` (those switched on, unless ``keep_zero``): passed
+    to load_task only when on, so that tasks other than relay never see them."""
+    values = {"wide": cfg.wide_answers, "wide_templates": cfg.wide_templates, "pseudo_words": cfg.pseudo_words}
+    return {k: v for k, v in values.items() if keep_zero or v > 0}
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Reject flag combinations that would be silently ignored, before any model is loaded."""
     check_source_order(cfg.source_order, "--source-order")
-    if not 0.0 <= cfg.wide_answers <= 1.0:
-        raise ValueError(f"--wide-answers is a probability in [0, 1], got {cfg.wide_answers}")
-    if not 0.0 <= cfg.wide_templates <= 1.0:
-        raise ValueError(f"--wide-templates is a probability in [0, 1], got {cfg.wide_templates}")
-    if not 0.0 <= cfg.pseudo_words <= 1.0:
-        raise ValueError(f"--pseudo-words is a probability in [0, 1], got {cfg.pseudo_words}")
+    for name, value in relay_augmentations(cfg, keep_zero=True).items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"--{AUGMENTATION_FLAGS[name]} is a probability in [0, 1], got {value}")
     if cfg.pseudo_words > 0 and cfg.wide_answers == 0:
         raise ValueError("--pseudo-words replaces words of wide answers; set --wide-answers too")
     if cfg.init_from:

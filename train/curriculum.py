@@ -6,7 +6,7 @@ stage's translator (``--init-from``; with early stopping that is the best one by
 common flags apply to every stage, and ``--steps`` and ``--lr`` may be comma lists, one value per stage
 (a later stage fine-tunes: e.g. ``--lr 1e-3,5e-4,5e-4``).
 ``DIR/curriculum.json`` collects each stage's held-out results, with the device, date, commit and
-command; the last stage's test split is the curriculum's result. A stage whose ``summary.json``
+command (rewritten as each stage ends, so a curriculum cut short keeps the stages it finished); the last stage's test split is the curriculum's result. A stage whose ``summary.json``
 exists with the same flags is reused (unless an earlier stage was retrained in this call: its
 translator then changed), so a curriculum can be finished over several calls.
 
@@ -84,9 +84,10 @@ def main(argv=None) -> int:
             print(f"[curriculum] {name}: reusing {done}", flush=True)
         rows.append({"stage": name, "task": cfg.task, "init_from": cfg.init_from,
                      **{k: summary.get(k) for k in RESULT_KEYS}, "device": summary.get("device")})
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
-            "command": "python -m train.curriculum " + " ".join(map(shlex.quote, argv)), "environment": lw_environment()}
-    (out_dir / "curriculum.json").write_text(json.dumps({**meta, "stages": rows}, indent=2))
+        # rewritten after every stage, so a curriculum cut short still records what it finished and how
+        meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+                "command": "python -m train.curriculum " + " ".join(map(shlex.quote, argv)), "environment": lw_environment()}
+        (out_dir / "curriculum.json").write_text(json.dumps({**meta, "stages": rows}, indent=2))
     for r in rows:
         print(f"  {r['stage']:<22} test bridged {100 * r['test_bridged_acc']:.1f}%  target alone "
               f"{100 * r['test_target_alone_acc']:.1f}%  best val {100 * r['best_val_acc']:.1f}% at {r['best_step']}")

@@ -41,7 +41,7 @@ from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses
 from .checkpoint import Checkpointer
-from .config import TrainConfig, check_config
+from .config import TrainConfig, check_config, relay_augmentations
 from .provenance import lw_environment
 from .distributed import DistContext
 from .metrics_log import MetricsLog
@@ -344,11 +344,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     out = Path(cfg.out_dir)
     device = ctx.device
     translator_rng = torch.get_rng_state()  # the translator is initialised from here, as in one process
-    # passed only when on, so tasks other than relay never see them
-    wide = {"wide": cfg.wide_answers} if cfg.wide_answers > 0 else {}
-    wide |= {"wide_templates": cfg.wide_templates} if cfg.wide_templates > 0 else {}
-    wide |= {"pseudo_words": cfg.pseudo_words} if cfg.pseudo_words > 0 else {}
-    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **wide)
+    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **relay_augmentations(cfg))
     eval_task = cfg.eval_task or cfg.task
     # answers are compared only within one task family: an arithmetic result that happens to
     # equal a relay-QA age is no leak

@@ -58,3 +58,20 @@ def test_per_stage_learning_rates(tiny_run, tmp_path):
     _, stages = curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], [*_common(tiny_run, tmp_path / "lr"), "--lr", "1e-3,5e-4"])
     from train.config import parse_args
     assert [parse_args(flags).lr for _, flags in stages] == [1e-3, 5e-4]
+
+
+def test_a_curriculum_cut_short_keeps_the_record_of_its_finished_stages(tiny_run, tmp_path, monkeypatch):
+    real = curriculum.train
+
+    def train_until_stage_2(cfg):
+        if cfg.task == "relay_qa:2":
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(cfg)
+
+    monkeypatch.setattr(curriculum, "train", train_until_stage_2)
+    out = tmp_path / "cut"
+    with pytest.raises(RuntimeError, match="simulated"):
+        curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, out), "--steps", "2"])
+    result = json.loads((out / "curriculum.json").read_text())
+    assert [s["task"] for s in result["stages"]] == ["relay_qa:1"] and result["stages"][0]["steps_run"] == 2
+    assert result["command"].startswith("python -m train.curriculum relay_qa:1,relay_qa:2") and "commit" in result
