@@ -3,7 +3,10 @@
 Decisions:
 - EM and F1 use SQuAD normalisation on the strictly extracted answer (``protocols.extract_answer``).
 - Intervals: percentile bootstrap over examples (2,000 resamples, fixed seed), so two methods
-  evaluated on the same examples can be compared on the same footing.
+  evaluated on the same examples can be compared on the same footing. ``groups=`` gives a cluster
+  bootstrap instead (resample whole groups, e.g. the gold answer value): a relay-QA test split asks
+  each held-out value several times (9-13 distinct pets, colours, jobs in 200 examples), so whether a
+  bridge carries *new values* is measured on far fewer independent draws than there are examples.
 - Degenerate outputs: empty answers, and repetition loops (an n-gram of 1-3 tokens repeated to
   fill most of the output, like the original study's "3=3=3=...").
 """
@@ -30,14 +33,30 @@ def f1_score(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a per-example score."""
+def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0, level: float = 0.95,
+                 groups: list | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of a per-example score. With ``groups`` (one label per example, e.g. the gold
+    answer), a cluster bootstrap: whole groups are resampled with replacement and the mean is taken over
+    the examples they hold, so examples that share a group count as one draw, not as independent ones."""
     n = len(values)
     if n == 0:
         return (float("nan"),) * 3
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"bootstrap_ci got {len(groups)} group labels for {n} values")
     mean = sum(values) / n
     rng = random.Random(seed)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    if groups is None:
+        means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    else:
+        by_group: dict = {}
+        for g, v in zip(groups, values):
+            by_group.setdefault(g, []).append(v)
+        clusters = [(sum(v), len(v)) for v in by_group.values()]
+        means = []
+        for _ in range(resamples):
+            draw = [clusters[rng.randrange(len(clusters))] for _ in clusters]
+            means.append(sum(t for t, _ in draw) / sum(c for _, c in draw))
+        means.sort()
     lo = means[int((1 - level) / 2 * resamples)]
     hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
     return mean, lo, hi

@@ -7,7 +7,9 @@ folder (``curriculum.json`` + one folder per stage); every ``summary.json`` belo
 named ``<root>/<run>``. Runs with baselines go into train.ablations' table (all baselines, 95%
 intervals, diagnostics) and plots; runs without them get a short table, their intervals bootstrapped
 from the test predictions each summary saves (``test_breakdown``), and every run gets tables by asked
-attribute and wording. The provenance (command, commit, date, device) is read from each root's
+attribute and wording, and a table with a second interval that resamples the held-out answer values
+instead of the examples (each value is asked several times; ``lw_runtime.metrics.bootstrap_ci(groups=)``)
+beside the values it misses most. The provenance (command, commit, date, device) is read from each root's
 sweep.json / curriculum.json; a root that has neither (plain ``train.fsdp`` runs) may carry a
 ``provenance.json`` written from the launching call, and the report marks its command as such.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,6 +73,44 @@ def breakdown_tables(rows: list[dict]) -> str:
     return text
 
 
+def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
+    """Each run's greedy test accuracy with two 95% intervals — resampling examples, and resampling
+    the held-out answer *values* (a cluster bootstrap: a split asks each pet, colour, job ... several
+    times, so a bridge that misses one value misses all its examples) — and the values it misses most,
+    with its most frequent wrong output. Returns the Markdown and the figures for the JSON."""
+    if not rows:
+        return "", {}
+    text = ("\ntest accuracy % with a 95% interval over examples and over answer values (greedy test pass; "
+            "values = distinct (kind, gold) pairs), and the most-missed values (misses / asked, most frequent "
+            "wrong output)\n\n| run | n | values | accuracy [over examples] | [over values] | most-missed values |\n"
+            "|---|---|---|---|---|---|\n")
+    figures = {}
+    for r in rows:
+        preds = r["test_breakdown"]["predictions"]
+        correct = [float(p["correct"]) for p in preds]
+        values = [(p.get("kind", "-"), p["gold"]) for p in preds]
+        mean, lo, hi = bootstrap_ci(correct)
+        _, vlo, vhi = bootstrap_ci(correct, groups=values)
+        by_value: dict = {}
+        for p, v in zip(preds, values):
+            by_value.setdefault(v, []).append(p)
+        missed = sorted(((sum(not p["correct"] for p in ps), len(ps), v, ps) for v, ps in by_value.items()),
+                        key=lambda t: (-t[0], -t[1], t[2]))
+        worst = []
+        for misses, asked, (_, gold), ps in missed[:top]:
+            if not misses:
+                break
+            wrong = Counter(p["output"].strip().splitlines()[0] if p["output"].strip() else "(empty)"
+                            for p in ps if not p["correct"]).most_common(1)[0][0]
+            worst.append({"gold": gold, "misses": misses, "asked": asked, "wrong": wrong})
+        figures[r["name"]] = {"accuracy": mean, "ci_examples": [lo, hi], "ci_values": [vlo, vhi],
+                              "values": len(by_value), "most_missed": worst}
+        cells = "; ".join(f"{w['gold']} {w['misses']}/{w['asked']} ({w['wrong']!r})" for w in worst)
+        text += (f"| {r['name']} | {len(preds)} | {len(by_value)} | {100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
+                 f"[{100 * vlo:.1f}, {100 * vhi:.1f}] | {cells.replace('|', '/')} |\n")
+    return text, figures
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 3:
@@ -95,12 +136,15 @@ def main(argv=None) -> int:
                  "|---|---|---|---|---|\n")
         text += "".join(f"| {r['name']} | {r['test_examples']} | {100 * r['best_val_acc']:.1f} ({r['best_step']}) | "
                         f"{100 * r['final_val_acc']:.1f} | {bridge_cell(r)} |\n" for r in short)
-    text += breakdown_tables([r for r in rows if r.get("test_breakdown")])
+    with_predictions = [r for r in rows if r.get("test_breakdown")]
+    text += breakdown_tables(with_predictions)
+    values_md, value_figures = value_tables(with_predictions)
+    text += values_md
     text += "\nvalidation accuracy by step:\n\n" + "".join(
         f"- {r['name']}: " + ", ".join(f"{s}: {100 * a:.1f}" for s, a in r.get("history", [])) + "\n" for r in rows)
     text += "\ncommands:\n\n" + "".join(f"- {k} (commit {m['commit']}, {m['date']}): `{m['command']}`\n" for k, m in metas.items())
     (out / f"{name}.md").write_text(text)
-    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows}, indent=2))
+    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows, "by_value": value_figures}, indent=2))
     if full:
         plots(name, full, out)
     print(text)

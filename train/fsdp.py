@@ -27,8 +27,9 @@ def main(argv=None) -> int:
         f"{summary['device']}):\n"
         f"  target alone : {100 * summary['test_target_alone_acc']:.1f}% (plain prompt format)\n"
         f"  bridged      : {100 * summary['test_bridged_acc']:.1f}%\n"
-        f"  best val     : {100 * summary['best_val_acc']:.1f}% at step {summary['best_step']} "
-        f"(train {summary['train_s']:.0f}s, setup {summary['setup_s']:.0f}s)\n"
+        + (f"  best val     : {100 * summary['best_val_acc']:.1f}% at step {summary['best_step']} "
+           if summary["best_step"] else "  best val     : none (no validation ran: 0 steps, e.g. a saved translator evaluated) ")
+        + f"(train {summary['train_s']:.0f}s, setup {summary['setup_s']:.0f}s)\n"
         f"  outputs in {cfg.out_dir}"
     )
     if "evaluation" in summary:

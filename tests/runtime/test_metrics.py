@@ -11,6 +11,29 @@ def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_n():
     assert bootstrap_ci([1.0] * 30) == (1.0, 1.0, 1.0)
 
 
+def test_cluster_bootstrap_counts_a_repeated_value_once():
+    # 100 examples, 10 answer values asked 10 times each; 5 values always right, 5 always wrong.
+    values = [1.0] * 50 + [0.0] * 50
+    groups = [i // 10 for i in range(100)]
+    mean, lo, hi = bootstrap_ci(values, groups=groups)
+    _, lo_ex, hi_ex = bootstrap_ci(values)
+    assert mean == 0.5 and lo < 0.5 < hi
+    # ten independent draws, not a hundred: the interval is much wider than the per-example one
+    assert (hi - lo) > 2 * (hi_ex - lo_ex)
+    # one group per example is the per-example bootstrap's distribution (same width within noise)
+    _, lo_1, hi_1 = bootstrap_ci(values, groups=list(range(100)))
+    assert abs((hi_1 - lo_1) - (hi_ex - lo_ex)) < 0.05
+    # groups of unequal size: the mean stays the per-example mean
+    assert bootstrap_ci([1.0, 1.0, 1.0, 0.0], groups=["a", "a", "a", "b"])[0] == 0.75
+
+
+def test_cluster_bootstrap_rejects_mismatched_labels():
+    import pytest
+
+    with pytest.raises(ValueError, match="2 group labels for 3 values"):
+        bootstrap_ci([1.0, 0.0, 1.0], groups=["a", "b"])
+
+
 def test_f1_and_exact_match_use_the_first_line_only():
     assert f1_score(" train driver\nmore", "train driver") == 1.0
     assert 0 < f1_score(" driver", "train driver") < 1

@@ -51,3 +51,19 @@ def test_report_reads_hand_written_provenance_and_adds_intervals_and_breakdown(t
 def test_report_refuses_predictions_that_disagree_with_the_summary(tmp_path):
     with pytest.raises(SystemExit, match="disagrees"):
         _report().main(["r", str(tmp_path / "out"), str(_root(tmp_path, acc_override=0.8))])
+
+
+def test_report_gives_a_value_clustered_interval_and_the_most_missed_values(tmp_path):
+    out = tmp_path / "out"
+    assert _report().main(["r", str(out), str(_root(tmp_path))]) == 0
+    report = json.loads((out / "r.json").read_text())
+    fig = report["by_value"]["chain/stage1_relay_qa_f1"]
+    preds = report["runs"][0]["test_breakdown"]["predictions"]
+    assert fig["accuracy"] == 0.75 and fig["values"] == len({(p["kind"], p["gold"]) for p in preds})
+    assert fig["ci_values"][0] <= 0.75 <= fig["ci_values"][1]
+    # the most-missed values are exactly the golds of the wrong predictions, with their wrong output
+    wrong = {p["gold"] for p in preds if not p["correct"]}
+    assert {w["gold"] for w in fig["most_missed"]} == wrong and all(w["wrong"] == "nope" for w in fig["most_missed"])
+    assert all(w["misses"] <= w["asked"] for w in fig["most_missed"])
+    text = (out / "r.md").read_text()
+    assert "over answer values" in text and "('nope')" in text
