@@ -27,6 +27,16 @@ def test_cluster_bootstrap_counts_a_repeated_value_once():
     assert bootstrap_ci([1.0, 1.0, 1.0, 0.0], groups=["a", "a", "a", "b"])[0] == 0.75
 
 
+def test_cluster_bootstrap_weights_each_resample_by_group_size():
+    # group a: 8 examples all right; b and c: one wrong example each. A resample of three groups with
+    # one a has mean 8/10 = 0.8 when pooled over examples (right), 1/3 as a mean of group means (wrong).
+    # P(no a) = 0.296 and P(one a) = 0.444, so the 40th and 60th percentiles (level 0.2) fall on one-a draws.
+    values = [1.0] * 8 + [0.0, 0.0]
+    groups = ["a"] * 8 + ["b", "c"]
+    _, lo, hi = bootstrap_ci(values, groups=groups, level=0.2)
+    assert lo == hi == 0.8
+
+
 def test_cluster_bootstrap_rejects_mismatched_labels():
     import pytest
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lw_runtime.data.synthetic import relay_qa
-from lw_runtime.metrics import breakdown
+from lw_runtime.metrics import bootstrap_ci, breakdown
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "quality_report.py"
 
@@ -60,10 +60,35 @@ def test_report_gives_a_value_clustered_interval_and_the_most_missed_values(tmp_
     fig = report["by_value"]["chain/stage1_relay_qa_f1"]
     preds = report["runs"][0]["test_breakdown"]["predictions"]
     assert fig["accuracy"] == 0.75 and fig["values"] == len({(p["kind"], p["gold"]) for p in preds})
-    assert fig["ci_values"][0] <= 0.75 <= fig["ci_values"][1]
+    correct = [float(p["correct"]) for p in preds]
+    assert tuple(fig["ci_values"]) == bootstrap_ci(correct, groups=[(p["kind"], p["gold"]) for p in preds])[1:]
     # the most-missed values are exactly the golds of the wrong predictions, with their wrong output
     wrong = {p["gold"] for p in preds if not p["correct"]}
     assert {w["gold"] for w in fig["most_missed"]} == wrong and all(w["wrong"] == "nope" for w in fig["most_missed"])
     assert all(w["misses"] <= w["asked"] for w in fig["most_missed"])
     text = (out / "r.md").read_text()
     assert "over answer values" in text and "('nope')" in text
+
+
+def test_value_interval_is_wider_when_values_repeat(tmp_path):
+    # 24 examples over 4 pets asked 6 times each; two pets always right, two always wrong
+    root = tmp_path / "chain"
+    run = root / "stage1_relay_qa_f1"
+    run.mkdir(parents=True)
+    examples = relay_qa("test", 24, n_facts=1)
+    golds = ["ferret", "collie", "canary", "budgie"]
+    preds = [{"id": f"x{i}", "gold": golds[i % 4], "output": f" {golds[i % 4]}" if i % 4 < 2 else " fox",
+              "correct": i % 4 < 2, "kind": "pet", "fact_template": "-", "question_template": "-"} for i in range(24)]
+    table = breakdown(examples, [" x"] * 24)
+    table["predictions"] = preds
+    (run / "summary.json").write_text(json.dumps({"test_examples": 24, "best_val_acc": 0.5, "best_step": 250,
+                                                  "final_val_acc": 0.5, "test_bridged_acc": 0.5, "device": "cpu",
+                                                  "history": [[250, 0.5]], "test_breakdown": table}))
+    (root / "provenance.json").write_text(json.dumps({"command": "x", "commit": "abc", "date": "today", "device": "cpu"}))
+    out = tmp_path / "out"
+    assert _report().main(["r", str(out), str(root)]) == 0
+    fig = json.loads((out / "r.json").read_text())["by_value"]["chain/stage1_relay_qa_f1"]
+    assert fig["values"] == 4
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(fig["ci_values"]) > 1.5 * width(fig["ci_examples"])
+    assert [w["gold"] for w in fig["most_missed"]] == ["budgie", "canary"] and fig["most_missed"][0]["misses"] == 6
