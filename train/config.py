@@ -64,6 +64,7 @@ class TrainConfig:
     infonce_weight: float = _f(0.05, "weight of the InfoNCE loss (active from half the warmup)")
     kl_teacher: bool = _f(False, "KL to a teacher: the target reading the full text the bridge replaces")
     kl_weight: float = _f(0.5, "weight of the teacher KL")
+    spell_weight: float = _f(0.0, "weight of the spelling loss (0 = off): the first soft tokens are pulled (cosine) toward the target's input embeddings of the answer's tokens, one token per soft token, so the bridge learns to carry an answer's form, not only its meaning; training answers only")
     gate_lr_boost: bool = _f(True, "gates get --gate-lr-mult x the learning rate and no weight decay")
     gate_lr_mult: float = _f(3.0, "learning-rate multiplier for the gates (with --gate-lr-boost)")
     dropout: float = _f(0.1, "translator dropout")
@@ -103,6 +104,8 @@ def check_config(cfg: TrainConfig) -> None:
     for name, value in relay_augmentations(cfg, keep_zero=True).items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"--{AUGMENTATION_FLAGS[name]} is a probability in [0, 1], got {value}")
+    if cfg.spell_weight < 0:
+        raise ValueError(f"--spell-weight is a loss weight >= 0, got {cfg.spell_weight}")
     if cfg.pseudo_words > 0 and cfg.wide_answers == 0:
         raise ValueError("--pseudo-words replaces words of wide answers; set --wide-answers too")
     if cfg.init_from:

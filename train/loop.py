@@ -195,7 +195,13 @@ class Trainer:
         logits, labels = losses.answer_logits(self.target, inputs)
         ce_sum = F.cross_entropy(logits, labels, reduction="sum")
         loss = ce_sum * scale
-        sums = {"ce": float(ce_sum.detach()), "kl": 0.0, "infonce": 0.0, "target_tokens": float(inputs["attention_mask"].sum())}
+        sums = {"ce": float(ce_sum.detach()), "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0,
+                "target_tokens": float(inputs["attention_mask"].sum())}
+        if cfg.spell_weight > 0:
+            spell_sum, pairs = losses.spelling_loss(self.target, soft, answers)
+            # summed over pairs and scaled like the cross-entropy (per labelled token of the global batch)
+            loss = loss + cfg.spell_weight * spell_sum * scale
+            sums["spell"], sums["spell_pairs"] = float(spell_sum.detach()), float(pairs)
         if cfg.kl_teacher:
             kl_sum = losses.teacher_kl(logits, losses.teacher_logits(self.target, [full_text_prompt(e) for e in examples], answers)) * labels.numel()
             loss = loss + cfg.kl_weight * kl_sum * scale
@@ -219,7 +225,7 @@ class Trainer:
         infonce_on = cfg.infonce and step >= cfg.warmup // 2
         per_micro = cfg.batch_size // cfg.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "target_tokens": 0.0}
+        totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0, "target_tokens": 0.0}
         for a in range(cfg.grad_accum):
             chunk = batch[a * per_micro : (a + 1) * per_micro]
             loss, sums = self._micro_loss(chunk[ctx.rank * self.micro : (ctx.rank + 1) * self.micro], scale, infonce_on)
@@ -228,13 +234,18 @@ class Trainer:
                 totals[k] += sums[k]
         distributed.sync_replicated_grads(self.trainable, ctx)
         peak = distributed.peak_memory_mb(ctx.device)
-        rows = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak])
+        rows = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],
+                                      totals["spell_pairs"]])
         ce = sum(r[0] for r in rows) / n_tokens
         parts = {"ce": ce}
         loss_value = ce
         if cfg.kl_teacher:
             parts["kl"] = sum(r[1] for r in rows) / n_tokens
             loss_value += cfg.kl_weight * parts["kl"]
+        if cfg.spell_weight > 0:
+            # logged as the mean 1 - cos per pair; the optimised term is weight x sum / n_tokens
+            parts["spell"] = sum(r[4] for r in rows) / max(1.0, sum(r[5] for r in rows))
+            loss_value += cfg.spell_weight * sum(r[4] for r in rows) / n_tokens
         if infonce_on:
             parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
             loss_value += cfg.infonce_weight * parts["infonce"]

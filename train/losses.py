@@ -6,6 +6,11 @@ Decisions:
   other positions carry no loss).
 - The teacher is the same target reading the full text the bridge replaces, with the same answer
   continuation teacher-forced after it; the gold answer is never in its prompt.
+- The spelling loss (``--spell-weight``, off by default) pulls soft token i toward the target's
+  input embedding of the answer's i-th token (cosine, for the first min(answer tokens, K) soft
+  tokens): the bridge then hands the target the answer's *form* in the target's own embedding space,
+  which it can copy, where the answer cross-entropy alone lets a near word of the same meaning pass
+  for an unseen value (" fox" for ferret). It reads only training answers, like the cross-entropy.
 - InfoNCE pairs each example's mean-pooled soft tokens with its own mean-pooled (normalised) source
   states against the rest of the batch: soft tokens that collapse to one vector for every input
   cannot pick out their own source, so this loss rises exactly when the original study's collapse
@@ -59,6 +64,26 @@ def teacher_kl(student_logits, teacher_logits_, temperature: float = 1.0) -> tor
     return F.kl_div(
         F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits_ / t, -1), log_target=True, reduction="batchmean"
     ) * (t * t)
+
+
+def spelling_loss(target, soft_tokens: torch.Tensor, answers: list[str]) -> tuple[torch.Tensor, int]:
+    """(sum of 1 - cos(soft token i, target embedding of answer token i), number of pairs) over the
+    first min(len(answer ids), K) soft tokens of each example; answers are tokenized as the target
+    continues them (leading space, no special tokens). The embeddings are frozen targets."""
+    k = soft_tokens.shape[1]
+    rows, slots, ids = [], [], []
+    for b, answer in enumerate(answers):
+        tokens = target.tokenizer(answer, add_special_tokens=False)["input_ids"][:k]
+        rows += [b] * len(tokens)
+        slots += range(len(tokens))
+        ids += tokens
+    if not ids:
+        return soft_tokens.sum() * 0.0, 0
+    device = soft_tokens.device
+    with torch.no_grad():
+        goal = target.embed(torch.tensor(ids, device=device)).float()
+    picked = soft_tokens[torch.tensor(rows, device=device), torch.tensor(slots, device=device)].float()
+    return (1.0 - F.cosine_similarity(picked, goal, dim=-1)).sum(), len(ids)
 
 
 def info_nce(soft_tokens, source_pooled, projection, temperature: float = 0.1) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""The spelling loss (--spell-weight): soft token i pulled toward the target's input embedding of the
+answer's i-th token. Properties: zero when the soft tokens are those embeddings (at any scale), one per
+pair when orthogonal, only the first min(answer tokens, K) soft tokens take part, the embeddings get no
+gradient; in training it is off by default, logged when on, changes the updates, and a negative weight
+is refused."""
+
+import json
+
+import pytest
+import torch
+
+from train import losses
+from train.config import check_config, parse_args
+from train.loop import train
+
+
+class _Tok:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) % 16 for c in text]}
+
+
+class _Target:
+    def __init__(self):
+        torch.manual_seed(0)
+        self.table = torch.nn.Embedding(16, 8)
+        self.tokenizer = _Tok()
+
+    def embed(self, ids):
+        return self.table(ids)
+
+
+def test_zero_when_soft_tokens_spell_the_answer_and_one_per_pair_when_orthogonal():
+    target = _Target()
+    answers = [" ab", " c"]  # 3 and 2 tokens
+    soft = torch.randn(2, 4, 8)
+    for b, a in enumerate(answers):
+        ids = torch.tensor(target.tokenizer(a)["input_ids"])
+        soft[b, : len(ids)] = 3.0 * target.embed(ids).detach()  # scale does not matter: cosine
+    total, pairs = losses.spelling_loss(target, soft, answers)
+    assert pairs == 5 and abs(float(total)) < 1e-5
+    # orthogonal soft tokens: 1 - cos = 1 for every pair
+    e = target.embed(torch.tensor([ord(" ") % 16])).detach()[0]
+    ortho = torch.randn(8)
+    ortho -= (ortho @ e) / (e @ e) * e
+    total, pairs = losses.spelling_loss(target, ortho.expand(1, 4, 8).clone(), [" "])
+    assert pairs == 1 and abs(float(total) - 1.0) < 1e-5
+
+
+def test_only_the_first_k_soft_tokens_take_part_and_the_embeddings_get_no_gradient():
+    target = _Target()
+    soft = torch.randn(1, 2, 8, requires_grad=True)
+    total, pairs = losses.spelling_loss(target, soft, [" long answer"])
+    assert pairs == 2  # 12 answer tokens, K = 2
+    total.backward()
+    assert soft.grad.abs().sum() > 0 and target.table.weight.grad is None
+    empty, none = losses.spelling_loss(target, soft, [""])
+    assert none == 0 and float(empty.detach()) == 0.0
+
+
+def test_training_logs_it_when_on_and_it_changes_the_updates(tiny_run, tmp_path):
+    off = train(parse_args(tiny_run(tmp_path / "off", "--steps", "3", "--eval-every", "3")))
+    on = train(parse_args(tiny_run(tmp_path / "on", "--steps", "3", "--eval-every", "3", "--spell-weight", "1.0")))
+    rows = lambda out: [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]  # noqa: E731
+    off_rows, on_rows = rows(tmp_path / "off"), rows(tmp_path / "on")
+    assert all("spell" not in r for r in off_rows)
+    assert all(0.0 <= r["spell"] <= 2.0 for r in on_rows)
+    # the first step's cross-entropy is the same (same seed, same batch); the loss adds the spelling term
+    assert on_rows[0]["ce"] == pytest.approx(off_rows[0]["ce"], rel=1e-5) and on_rows[0]["loss"] > off_rows[0]["loss"]
+    # and the updates differ: the later cross-entropies part
+    assert on_rows[-1]["ce"] != pytest.approx(off_rows[-1]["ce"], rel=1e-6)
+    assert off["config"]["spell_weight"] == 0.0 and on["config"]["spell_weight"] == 1.0
+
+
+def test_negative_weight_is_refused():
+    with pytest.raises(ValueError, match="spell-weight"):
+        check_config(parse_args(["--spell-weight", "-0.5"]))
