@@ -64,7 +64,7 @@ class TrainConfig:
     infonce_weight: float = _f(0.05, "weight of the InfoNCE loss (active from half the warmup)")
     kl_teacher: bool = _f(False, "KL to a teacher: the target reading the full text the bridge replaces")
     kl_weight: float = _f(0.5, "weight of the teacher KL")
-    spell_weight: float = _f(0.0, "weight of the spelling loss (0 = off): the first soft tokens are pulled (cosine) toward the target's input embeddings of the answer's tokens, one token per soft token, so the bridge learns to carry an answer's form, not only its meaning; training answers only")
+    spell_weight: float = _f(0.0, "weight of the spelling loss (0 = off): the first soft tokens are pulled (cosine) toward the target's input embeddings of the answer's tokens, one token per soft token, so the bridge learns to carry an answer's form, not only its meaning; training answers only. The term is W x the sum over pulled pairs / the answer tokens (+ EOS) of the batch, like the cross-entropy, so the weight per pair is below W; 'spell' in metrics.jsonl is the mean 1 - cos per pair")
     gate_lr_boost: bool = _f(True, "gates get --gate-lr-mult x the learning rate and no weight decay")
     gate_lr_mult: float = _f(3.0, "learning-rate multiplier for the gates (with --gate-lr-boost)")
     dropout: float = _f(0.1, "translator dropout")

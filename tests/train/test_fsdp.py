@@ -141,10 +141,21 @@ def test_checkpoint_from_one_process_continues_in_two(models, runs, tmp_path):
 
 
 def test_gradient_accumulation_equals_the_full_batch(models, tmp_path):
-    common = ["--dropout", "0", "--no-infonce", "--steps", "3", "--checkpoint-every", "0"]
+    common = ["--dropout", "0", "--no-infonce", "--steps", "3", "--checkpoint-every", "0", "--spell-weight", "0.5"]
     one_process(flags(models, tmp_path / "full", *common))
     one_process(flags(models, tmp_path / "accum", *common, "--grad-accum", "2"))
     assert_same(losses(tmp_path / "full"), losses(tmp_path / "accum"), range(1, 4))
+
+
+def test_spelling_loss_two_processes_match_one(models, tmp_path):
+    """--spell-weight is scaled like the cross-entropy (per answer token of the global batch), so two
+    processes on the same global batch give one process's losses with it on too."""
+    common = ["--dropout", "0", "--steps", "3", "--checkpoint-every", "0", "--spell-weight", "0.5"]
+    one_process(flags(models, tmp_path / "one", *common))
+    torchrun(flags(models, tmp_path / "two", *common))
+    assert_same(losses(tmp_path / "one"), losses(tmp_path / "two"), range(1, 4))
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert all("spell" in r for r in rows)
 
 
 def test_nonfinite_steps_are_skipped_counted_and_bounded(models, tmp_path, monkeypatch):

@@ -44,6 +44,9 @@ def test_zero_when_soft_tokens_spell_the_answer_and_one_per_pair_when_orthogonal
     ortho -= (ortho @ e) / (e @ e) * e
     total, pairs = losses.spelling_loss(target, ortho.expand(1, 4, 8).clone(), [" "])
     assert pairs == 1 and abs(float(total) - 1.0) < 1e-5
+    # a sum over pairs, not a mean: three orthogonal pairs (" " three times) give 3
+    total, pairs = losses.spelling_loss(target, ortho.expand(1, 4, 8).clone(), ["   "])
+    assert pairs == 3 and abs(float(total) - 3.0) < 1e-5
 
 
 def test_only_the_first_k_soft_tokens_take_part_and_the_embeddings_get_no_gradient():
@@ -55,6 +58,39 @@ def test_only_the_first_k_soft_tokens_take_part_and_the_embeddings_get_no_gradie
     assert soft.grad.abs().sum() > 0 and target.table.weight.grad is None
     empty, none = losses.spelling_loss(target, soft, [""])
     assert none == 0 and float(empty.detach()) == 0.0
+
+
+def test_it_pulls_toward_exactly_the_tokens_the_target_is_trained_to_answer(tiny_models):
+    """The ids the loss pulls toward are the labelled answer tokens ``build_inputs`` makes (minus EOS),
+    in the soft-token slots the target reads first; soft tokens set to their embeddings give zero."""
+    from lw_runtime.models import load_model
+    from lw_runtime.protocols import answer_continuation
+
+    target = load_model(tiny_models[1])
+    answers = [answer_continuation(a) for a in ("4821", "train driver")]
+    k = 6
+    soft = torch.randn(2, k, target.model.config.hidden_size)
+    inputs = losses.student_inputs(target, soft, ["Question: x\nAnswer:", "Answer:"], answers)
+    for b, answer in enumerate(answers):
+        labelled = [int(t) for t in inputs["labels"][b] if t != -100][:-1]  # the answer's ids, EOS dropped
+        assert labelled == target.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        n = min(len(labelled), k)
+        soft[b, :n] = target.embed(torch.tensor(labelled[:n])).detach()
+    total, pairs = losses.spelling_loss(target, soft, answers)
+    assert pairs == sum(min(len(target.tokenizer(a, add_special_tokens=False)["input_ids"]), k) for a in answers)
+    assert abs(float(total)) < 1e-4
+
+
+def test_the_added_term_is_linear_in_the_weight(tiny_run, tmp_path):
+    """At step 1 (same seed, same soft tokens) the spelling term added to the logged loss doubles with
+    the weight, and the logged per-pair mean does not depend on it."""
+    first = {}
+    for w in ("0", "1.0", "2.0"):
+        train(parse_args(tiny_run(tmp_path / w, "--steps", "1", "--eval-every", "1", "--spell-weight", w)))
+        first[w] = next(json.loads(line) for line in (tmp_path / w / "metrics.jsonl").read_text().splitlines() if '"loss"' in line)
+    added = {w: first[w]["loss"] - first["0"]["loss"] for w in ("1.0", "2.0")}
+    assert added["1.0"] > 0 and added["2.0"] == pytest.approx(2 * added["1.0"], rel=1e-4)
+    assert first["1.0"]["spell"] == pytest.approx(first["2.0"]["spell"], rel=1e-6)
 
 
 def test_training_logs_it_when_on_and_it_changes_the_updates(tiny_run, tmp_path):
