@@ -181,14 +181,15 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
             + " | ".join(fmt_ci(ev["methods"][m]) for m in methods)
             + " |"
         )
-    lines += ["", "| run | format chosen on validation (text baselines) | degenerate (empty / loops) in bridge_fp16 | soft RMS / target RMS | soft cosine | first-token entropy bridge / text |", "|---|---|---|---|---|---|"]
+    lines += ["", "| run | format chosen on validation (text baselines) | degenerate (empty / loops) in bridge_fp16 | soft RMS / target RMS | soft cosine | first-token entropy bridge / text | spelled slots % |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         ev, d = r["evaluation"], r["evaluation"]["diagnostics"]
         fmts = ", ".join(f"{k}: {v['chosen']}" for k, v in ev["formats"].items())
         b = ev["methods"]["bridge_fp16"]
+        spelled = f"{100 * d['spelled_fraction']:.1f}" if "spelled_fraction" in d else "-"  # older summaries lack it
         lines.append(
             f"| {r['name']} | {fmts} | {b['empty']} / {b['repetition_loops']} | {d['soft_token_rms']:.4f} / {d['target_embedding_rms']:.4f} | "
-            f"{d['soft_mean_pairwise_cosine']:.3f} | {d['first_token_entropy_bridge']:.2f} / {d['first_token_entropy_text_upper']:.2f} |"
+            f"{d['soft_mean_pairwise_cosine']:.3f} | {d['first_token_entropy_bridge']:.2f} / {d['first_token_entropy_text_upper']:.2f} | {spelled} |"
         )
     if any("bytes_per_request" in r for r in rows):
         keys = list(rows[0]["bytes_per_request"])

@@ -10,6 +10,11 @@ Methods (each a list of outputs for the same examples, scored by ``lw_runtime.me
 - ``bridge_fp16`` / ``bridge_int8`` / ``bridge_int6`` / ``bridge_int4``: soft tokens through the
   real group-wise codec of ``lw_kernels`` (quantize -> packed bytes -> dequantize) before the target.
 
+Diagnostics beside them: first-token entropy (bridge vs text), soft-token RMS vs the target's embedding
+RMS, mean pairwise cosine of the soft tokens (collapse), compression, and the spelled fraction (of the
+(slot, answer token) pairs the spelling loss pulls, how many soft tokens have that token as their
+nearest target embedding: whether the bridge hands over the answer's form).
+
 Prompt formats for the text baselines (``plain`` "Passage/Question/Answer:" and the target's
 ``chat`` template) are chosen on the validation split, then fixed before the test split is read.
 """
@@ -24,10 +29,10 @@ import lw_kernels
 from lw_runtime.generate import build_inputs, generate
 from lw_runtime.leakage import check_target_inputs
 from lw_runtime.metrics import entropy, summarize
-from lw_runtime.protocols import ANCHOR, full_text_prompt, source_text, target_alone_prompt, target_prompt
+from lw_runtime.protocols import ANCHOR, answer_continuation, full_text_prompt, source_text, target_alone_prompt, target_prompt
 from lw_runtime.wire import message_bytes
 
-from .losses import mean_pairwise_cosine
+from .losses import mean_pairwise_cosine, spelled_fraction
 
 FORMATS = ("plain", "chat")
 BITS = (16, 8, 6, 4)
@@ -175,6 +180,7 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
         "soft_token_rms": float(soft.float().pow(2).mean(-1).sqrt().mean()),
         "target_embedding_rms": target.embedding_rms(),
         "soft_mean_pairwise_cosine": mean_pairwise_cosine(soft),
+        "spelled_fraction": spelled_fraction(target, soft, [answer_continuation(g) for g in golds]),
         "passage_utf8_bytes_mean": sum(len(e.passage.encode("utf-8")) for e in test) / len(test),
         "passage_tokens_mean": sum(len(target.tokenizer(e.passage, add_special_tokens=False)["input_ids"]) for e in test) / len(test),
         "soft_tokens": k,

@@ -66,10 +66,9 @@ def teacher_kl(student_logits, teacher_logits_, temperature: float = 1.0) -> tor
     ) * (t * t)
 
 
-def spelling_loss(target, soft_tokens: torch.Tensor, answers: list[str]) -> tuple[torch.Tensor, int]:
-    """(sum of 1 - cos(soft token i, target embedding of answer token i), number of pairs) over the
-    first min(len(answer ids), K) soft tokens of each example; answers are tokenized as the target
-    continues them (leading space, no special tokens). The embeddings are frozen targets."""
+def _spelling_pairs(target, soft_tokens: torch.Tensor, answers: list[str]):
+    """(example index, soft slot, target token id) of every pulled pair: slot j of an example against
+    the j-th token of its answer (tokenized as the target continues it), for j < min(len, K)."""
     k = soft_tokens.shape[1]
     rows, slots, ids = [], [], []
     for b, answer in enumerate(answers):
@@ -77,13 +76,37 @@ def spelling_loss(target, soft_tokens: torch.Tensor, answers: list[str]) -> tupl
         rows += [b] * len(tokens)
         slots += range(len(tokens))
         ids += tokens
-    if not ids:
-        return soft_tokens.sum() * 0.0, 0
     device = soft_tokens.device
+    return tuple(torch.tensor(x, dtype=torch.long, device=device) for x in (rows, slots, ids))
+
+
+def spelling_loss(target, soft_tokens: torch.Tensor, answers: list[str]) -> tuple[torch.Tensor, int]:
+    """(sum of 1 - cos(soft token i, target embedding of answer token i), number of pairs) over the
+    first min(len(answer ids), K) soft tokens of each example; answers are tokenized as the target
+    continues them (leading space, no special tokens). The embeddings are frozen targets."""
+    rows, slots, ids = _spelling_pairs(target, soft_tokens, answers)
+    if not len(ids):
+        return soft_tokens.sum() * 0.0, 0
     with torch.no_grad():
-        goal = target.embed(torch.tensor(ids, device=device)).float()
-    picked = soft_tokens[torch.tensor(rows, device=device), torch.tensor(slots, device=device)].float()
+        goal = target.embed(ids).float()
+    picked = soft_tokens[rows, slots].float()
     return (1.0 - F.cosine_similarity(picked, goal, dim=-1)).sum(), len(ids)
+
+
+@torch.no_grad()
+def spelled_fraction(target, soft_tokens: torch.Tensor, answers: list[str], chunk: int = 256) -> float:
+    """Of the pairs ``spelling_loss`` pulls, the fraction whose soft token's nearest target input
+    embedding (cosine, whole vocabulary) is that answer token: whether the bridge hands the target the
+    answer's form (a diagnostic; near 0 without ``--spell-weight``, where slots are not laid out so)."""
+    rows, slots, ids = _spelling_pairs(target, soft_tokens, answers)
+    if not len(ids):
+        return float("nan")
+    table = F.normalize(target.embed(torch.arange(target.model.get_input_embeddings().num_embeddings,
+                                                  device=soft_tokens.device)).float(), dim=-1)
+    picked = F.normalize(soft_tokens[rows, slots].float(), dim=-1)
+    hits = sum(int((picked[i : i + chunk] @ table.T).argmax(-1).eq(ids[i : i + chunk]).sum())
+               for i in range(0, len(ids), chunk))
+    return hits / len(ids)
 
 
 def info_nce(soft_tokens, source_pooled, projection, temperature: float = 0.1) -> torch.Tensor:

@@ -110,3 +110,34 @@ def test_training_logs_it_when_on_and_it_changes_the_updates(tiny_run, tmp_path)
 def test_negative_weight_is_refused():
     with pytest.raises(ValueError, match="spell-weight"):
         check_config(parse_args(["--spell-weight", "-0.5"]))
+
+
+def test_spelled_fraction_counts_slots_whose_nearest_embedding_is_the_answer_token(tiny_models):
+    from lw_runtime.models import load_model
+    from lw_runtime.protocols import answer_continuation
+
+    target = load_model(tiny_models[1])
+    answers = [answer_continuation(a) for a in ("4821", "cat")]
+    ids = [target.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+    k = 8
+    soft = torch.zeros(2, k, target.model.config.hidden_size)
+    for b, row in enumerate(ids):
+        soft[b, : len(row)] = 2.0 * target.embed(torch.tensor(row)).detach()
+    pairs = sum(min(len(r), k) for r in ids)
+    assert losses.spelled_fraction(target, soft, answers) == 1.0
+    # spoil one pair: its slot now holds another token's embedding
+    other = (ids[0][0] + 1) % target.model.get_input_embeddings().num_embeddings
+    soft[0, 0] = target.embed(torch.tensor([other])).detach()[0]
+    assert losses.spelled_fraction(target, soft, answers) == pytest.approx((pairs - 1) / pairs)
+
+
+def test_every_baseline_run_reports_the_spelled_fraction(tiny_run, tmp_path):
+    """train.evaluate's diagnostics carry it (every run with baselines), and train.ablations' table shows it."""
+    from train.ablations import markdown
+
+    summary = train(parse_args(tiny_run(tmp_path / "b", "--steps", "2", "--eval-every", "2", "--baselines",
+                                        "--spell-weight", "1.0")))
+    fraction = summary["evaluation"]["diagnostics"]["spelled_fraction"]
+    assert 0.0 <= fraction <= 1.0
+    text = markdown("t", [{"name": "run", **summary}], {"device": "cpu", "date": "d", "commit": "c", "command": "x"})
+    assert "spelled slots %" in text and f"| {100 * fraction:.1f} |" in text
