@@ -76,7 +76,7 @@ def breakdown_tables(rows: list[dict]) -> str:
 def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
     """Each run's greedy test accuracy with two 95% intervals — resampling examples, and resampling
     the held-out answer *values* (a cluster bootstrap: a split asks each pet, colour, job ... several
-    times, so a bridge that misses one value misses all its examples) — and the values it misses most,
+    times, and a bridge that misses a value often misses all its examples) — and the values it misses most,
     with its most frequent wrong output. Returns the Markdown and the figures for the JSON."""
     if not rows:
         return "", {}

@@ -244,8 +244,9 @@ class Trainer:
             loss_value += cfg.kl_weight * parts["kl"]
         if cfg.spell_weight > 0:
             # logged as the mean 1 - cos per pair; the optimised term is weight x sum / n_tokens
-            parts["spell"] = sum(r[4] for r in rows) / max(1.0, sum(r[5] for r in rows))
-            loss_value += cfg.spell_weight * sum(r[4] for r in rows) / n_tokens
+            spell_sum = sum(r[4] for r in rows)
+            parts["spell"] = spell_sum / max(1.0, sum(r[5] for r in rows))
+            loss_value += cfg.spell_weight * spell_sum / n_tokens
         if infonce_on:
             parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
             loss_value += cfg.infonce_weight * parts["infonce"]

@@ -94,19 +94,24 @@ def spelling_loss(target, soft_tokens: torch.Tensor, answers: list[str]) -> tupl
 
 
 @torch.no_grad()
-def spelled_fraction(target, soft_tokens: torch.Tensor, answers: list[str], chunk: int = 256) -> float:
+def spelled_fraction(target, soft_tokens: torch.Tensor, answers: list[str], chunk: int = 8192) -> float:
     """Of the pairs ``spelling_loss`` pulls, the fraction whose soft token's nearest target input
     embedding (cosine, whole vocabulary) is that answer token: whether the bridge hands the target the
-    answer's form (a diagnostic; near 0 without ``--spell-weight``, where slots are not laid out so)."""
+    answer's form (a diagnostic; near 0 without ``--spell-weight``, where slots are not laid out so).
+    The vocabulary is scanned in chunks of ``chunk`` rows, so a 128k x 4096 table is never held in fp32."""
     rows, slots, ids = _spelling_pairs(target, soft_tokens, answers)
     if not len(ids):
         return float("nan")
-    table = F.normalize(target.embed(torch.arange(target.model.get_input_embeddings().num_embeddings,
-                                                  device=soft_tokens.device)).float(), dim=-1)
     picked = F.normalize(soft_tokens[rows, slots].float(), dim=-1)
-    hits = sum(int((picked[i : i + chunk] @ table.T).argmax(-1).eq(ids[i : i + chunk]).sum())
-               for i in range(0, len(ids), chunk))
-    return hits / len(ids)
+    best = torch.full((len(ids),), -2.0, device=picked.device)
+    nearest = torch.zeros(len(ids), dtype=torch.long, device=picked.device)
+    vocab = target.model.get_input_embeddings().num_embeddings
+    for start in range(0, vocab, chunk):
+        block = target.embed(torch.arange(start, min(start + chunk, vocab), device=picked.device))
+        score, index = (picked @ F.normalize(block.float(), dim=-1).T).max(-1)
+        better = score > best  # strict: the first of equal scores wins, as argmax over the whole table
+        best, nearest = torch.where(better, score, best), torch.where(better, index + start, nearest)
+    return int(nearest.eq(ids).sum()) / len(ids)
 
 
 def info_nce(soft_tokens, source_pooled, projection, temperature: float = 0.1) -> torch.Tensor:

@@ -129,6 +129,8 @@ def test_spelled_fraction_counts_slots_whose_nearest_embedding_is_the_answer_tok
     other = (ids[0][0] + 1) % target.model.get_input_embeddings().num_embeddings
     soft[0, 0] = target.embed(torch.tensor([other])).detach()[0]
     assert losses.spelled_fraction(target, soft, answers) == pytest.approx((pairs - 1) / pairs)
+    # the vocabulary scanned in small chunks gives the same nearest tokens as one pass
+    assert losses.spelled_fraction(target, soft, answers, chunk=7) == pytest.approx((pairs - 1) / pairs)
 
 
 def test_every_baseline_run_reports_the_spelled_fraction(tiny_run, tmp_path):
