@@ -1,11 +1,21 @@
-"""Regenerate lw_runtime/data/words.txt, the training-only wide answer vocabulary (``--wide-answers``).
+"""Regenerate the training-only wide answer vocabularies in lw_runtime/data/ (``--wide-answers``).
 
-The list is every word that is one whole-word token (a leading-space token: "Ġword" / "▁word") in
+``words.txt``: every word that is one whole-word token (a leading-space token: "Ġword" / "▁word") in
 both embedded models' vocabularies, SmolLM2-135M-Instruct and Gemma-3-270M: lowercase words of
 4-12 letters and capitalised ones of 4-12 letters (names of places, people and things). Being a
 single token in two independently trained vocabularies makes a string very likely a real word, and
-a fact about it is a fair thing to relay. Pool values of the validation and test splits are removed
-when the list is read (pools.wide_words), not here, so the file does not change when a pool does.
+a fact about it is a fair thing to relay.
+
+``words_multi.txt`` (``--multi-words``): real English words that SmolLM2 splits into 2-4 pieces. The
+held-out values a translator misses are mostly such words (" can"+"ary", " Ut"+"re"+"cht"): in
+sessions 6-8 one-token held-out words were relayed 86% of the time, two-piece words 51%, three or
+more 27%, while ``words.txt`` trains only on one-token words. Source: the 200,000 most frequent English
+words of ``wordfreq`` (3.1.1; a dev-time tool, not a runtime dependency: ``pip install wordfreq``)
+with Zipf frequency >= 2.5 and 4-12 letters a-z; a word is written capitalised when that form is
+fewer tokens in either model (so names and places come out as "Utrecht", common words lower case).
+
+Pool values of the validation and test splits are removed when a list is read (pools.wide_words,
+pools.multi_words), not here, so the files do not change when a pool does.
 
 Usage: python scripts/make_words.py SMOLLM2_TOKENIZER_DIR GEMMA_TOKENIZER_DIR
 (the converted model folders in ~/.cache/latentwire/converted/ hold both tokenizers).
@@ -20,22 +30,47 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 WORD = re.compile(r"[a-z]{4,12}|[A-Z][a-z]{3,11}")
-OUT = Path(__file__).resolve().parent.parent / "lw_runtime" / "data" / "words.txt"
+LOWER = re.compile(r"[a-z]{4,12}")
+DATA = Path(__file__).resolve().parent.parent / "lw_runtime" / "data"
+MIN_ZIPF, TOP_N, PIECES = 2.5, 200_000, (2, 4)
 
 
 def whole_words(vocab, marker: str) -> set[str]:
     return {t[len(marker):] for t in vocab if t.startswith(marker) and WORD.fullmatch(t[len(marker):])}
 
 
+def multi_piece_words(smol, gemma) -> list[str]:
+    try:
+        from wordfreq import top_n_list, zipf_frequency
+    except ImportError as err:
+        raise SystemExit("words_multi.txt needs wordfreq (a dev-time tool): pip install wordfreq==3.1.1") from err
+
+    def pieces(tokenizer, word: str) -> int:
+        return len(tokenizer.tokenize(" " + word))
+
+    out = []
+    for word in top_n_list("en", TOP_N):
+        if not LOWER.fullmatch(word) or zipf_frequency(word, "en") < MIN_ZIPF:
+            continue
+        cap = word.capitalize()
+        form = cap if any(pieces(t, cap) < pieces(t, word) for t in (smol, gemma)) else word
+        if PIECES[0] <= pieces(smol, form) <= PIECES[1]:
+            out.append(form)
+    return sorted(set(out))
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__)
         return 2
-    smol = whole_words(AutoTokenizer.from_pretrained(argv[0]).get_vocab(), "Ġ")
-    gemma = whole_words(AutoTokenizer.from_pretrained(argv[1]).get_vocab(), "▁")
+    smol_tok, gemma_tok = AutoTokenizer.from_pretrained(argv[0]), AutoTokenizer.from_pretrained(argv[1])
+    smol, gemma = whole_words(smol_tok.get_vocab(), "Ġ"), whole_words(gemma_tok.get_vocab(), "▁")
     words = sorted(smol & gemma)
-    OUT.write_text("\n".join(words) + "\n", encoding="utf-8")
-    print(f"{len(words)} words ({len(smol)} SmolLM2, {len(gemma)} Gemma) -> {OUT}")
+    (DATA / "words.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    print(f"{len(words)} words ({len(smol)} SmolLM2, {len(gemma)} Gemma) -> {DATA / 'words.txt'}")
+    multi = multi_piece_words(smol_tok, gemma_tok)
+    (DATA / "words_multi.txt").write_text("\n".join(multi) + "\n", encoding="utf-8")
+    print(f"{len(multi)} words of {PIECES[0]}-{PIECES[1]} SmolLM2 pieces -> {DATA / 'words_multi.txt'}")
     return 0
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
     wide_templates: float = _f(0.0, "relay tasks, training only: chance that a fact sentence or the question is worded from the kind's 4 training templates plus 13-19 extra ones (lw_runtime/data/wide_templates.py; none nearer to a validation/test wording than the 4 originals, tested), so the translator must read the fact rather than fit 4 wordings per slot")
     pseudo_words: float = _f(0.0, "relay_qa, training only, with --wide-answers: chance that each word of a wide answer is an invented word of 2-4 syllables (lw_runtime/data/pseudo_words.py; several tokens in both models, never a held-out word) instead of a one-token wide-vocabulary word, so the translator learns to carry spelling")
+    multi_words: float = _f(0.0, "relay_qa, training only, with --wide-answers: chance that each word of a wide answer is a real English word that SmolLM2 splits into 2-4 pieces (lw_runtime/data/words_multi.txt, ~27k words; never a held-out word) instead of a one-token word; most held-out values the bridge misses are such words")
     preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
     tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
     depth: int = _f(0, "translator depth (0 = the preset's)")
@@ -88,13 +89,15 @@ class TrainConfig:
 
 
 # relay_qa's training augmentations (lw_runtime.data.tasks.RELAY_AUGMENTATIONS) -> their flags
-AUGMENTATION_FLAGS = {"wide": "wide-answers", "wide_templates": "wide-templates", "pseudo_words": "pseudo-words"}
+AUGMENTATION_FLAGS = {"wide": "wide-answers", "wide_templates": "wide-templates", "pseudo_words": "pseudo-words",
+                      "multi_words": "multi-words"}
 
 
 def relay_augmentations(cfg: TrainConfig, keep_zero: bool = False) -> dict[str, float]:
     """The relay_qa augmentation keywords of ``cfg`` (those switched on, unless ``keep_zero``): passed
     to load_task only when on, so that tasks other than relay never see them."""
-    values = {"wide": cfg.wide_answers, "wide_templates": cfg.wide_templates, "pseudo_words": cfg.pseudo_words}
+    values = {"wide": cfg.wide_answers, "wide_templates": cfg.wide_templates, "pseudo_words": cfg.pseudo_words,
+              "multi_words": cfg.multi_words}
     return {k: v for k, v in values.items() if keep_zero or v > 0}
 
 
@@ -108,6 +111,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--spell-weight is a loss weight >= 0, got {cfg.spell_weight}")
     if cfg.pseudo_words > 0 and cfg.wide_answers == 0:
         raise ValueError("--pseudo-words replaces words of wide answers; set --wide-answers too")
+    if cfg.multi_words > 0 and cfg.wide_answers == 0:
+        raise ValueError("--multi-words replaces words of wide answers; set --wide-answers too")
+    if cfg.pseudo_words + cfg.multi_words > 1.0:
+        raise ValueError(f"--pseudo-words + --multi-words is the chance a wide word is either; got {cfg.pseudo_words + cfg.multi_words:g} > 1")
     if cfg.init_from:
         if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
             raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")

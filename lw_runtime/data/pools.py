@@ -13,6 +13,9 @@ Decisions:
   fails on every unseen value; thousands of values force it to carry the word itself.
   ``wide_words()`` removes, case-insensitively, every word of every validation and test entry of
   every pool, so validation/test answers stay unseen in training.
+- ``words_multi.txt`` (same script, from wordfreq's English list: ~27k real words that SmolLM2 splits
+  into 2-4 pieces) is the vocabulary of ``--multi-words``; ``multi_words()`` removes the held-out
+  words the same way.
 - Numeric answer pools (4-digit codes, ages; 2- and 3-digit codes for cheaper tests) are partitioned the same way on their decimal strings,
   so no answer value is shared between splits.
 """
@@ -66,14 +69,26 @@ def split_pool(name: str, split: str) -> tuple[str, ...]:
 
 
 WIDE_FILE = "words"
+MULTI_FILE = "words_multi"
+
+
+def _training_words(stem: str) -> tuple[str, ...]:
+    text = resources.files(__package__).joinpath(f"{stem}.txt").read_text(encoding="utf-8")
+    held_out = held_out_words()
+    return tuple(w for w in (line.strip() for line in text.splitlines()) if w and w.lower() not in held_out)
 
 
 @lru_cache(maxsize=None)
 def wide_words() -> tuple[str, ...]:
     """The training-only wide answer vocabulary, without any word of a validation/test pool entry."""
-    text = resources.files(__package__).joinpath(f"{WIDE_FILE}.txt").read_text(encoding="utf-8")
-    held_out = held_out_words()
-    return tuple(w for w in (line.strip() for line in text.splitlines()) if w and w.lower() not in held_out)
+    return _training_words(WIDE_FILE)
+
+
+@lru_cache(maxsize=None)
+def multi_words() -> tuple[str, ...]:
+    """The training-only vocabulary of real words SmolLM2 splits into 2-4 pieces (``--multi-words``),
+    without any word of a validation/test pool entry."""
+    return _training_words(MULTI_FILE)
 
 
 @lru_cache(maxsize=None)

@@ -26,6 +26,11 @@ Decisions:
   invented word (pseudo_words.py: 2-4 syllables, several tokens in both models) rather than a
   one-token wide-vocabulary word, so that the translator learns to carry how a word is spelled.
   `pseudo_words=0` draws exactly what it drew before the option existed.
+- `multi_words` (training only, with `wide`) is the chance that each word of a wide value is a real
+  word that SmolLM2 splits into 2-4 pieces (pools.multi_words, never a held-out word) rather than a
+  one-token word: the held-out values a translator misses are mostly such words. One draw per word
+  decides pseudo / multi / one-token (thresholds `pseudo_words`, then `pseudo_words + multi_words`),
+  so `multi_words=0` draws exactly what it drew before the option existed.
 - `kinds=("code",)` gives the 1-fact code relay: one short sentence; `code_digits=2` gives the
   shorter codes of the CPU learning test (task "relay_code2").
 """
@@ -35,7 +40,7 @@ from __future__ import annotations
 import random
 
 from .example import Example, check_split
-from .pools import split_pool, wide_words
+from .pools import multi_words as multi_vocabulary, split_pool, wide_words
 from .pseudo_words import pseudo_word
 from .templates import RELAY_FACTS, RELAY_QUESTIONS
 from .wide_templates import WIDE_FACTS, WIDE_QUESTIONS
@@ -61,13 +66,17 @@ def _draw_names(rng: random.Random, firsts: tuple[str, ...], lasts: tuple[str, .
     return names
 
 
-def _wide_value(rng: random.Random, taken: set[str], pseudo_words: float = 0.0) -> str:
+def _wide_value(rng: random.Random, taken: set[str], pseudo_words: float = 0.0, multi_words: float = 0.0) -> str:
     words = wide_words()
 
     def word() -> str:
-        # no draw at 0, so that runs without the option keep their exact random stream
-        if pseudo_words > 0 and rng.random() < pseudo_words:
-            return pseudo_word(rng)
+        # no draw when both are 0, so that runs without the options keep their exact random stream
+        if pseudo_words > 0 or multi_words > 0:
+            draw = rng.random()
+            if draw < pseudo_words:
+                return pseudo_word(rng)
+            if draw < pseudo_words + multi_words:
+                return rng.choice(multi_vocabulary())
         return rng.choice(words)
 
     while True:
@@ -85,7 +94,7 @@ def _wording(rng: random.Random, templates: tuple[str, ...], extra: tuple[str, .
 
 
 def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str, ...], code_digits: int = 4,
-                  wide: float = 0.0, wide_templates: float = 0.0, pseudo_words: float = 0.0):
+                  wide: float = 0.0, wide_templates: float = 0.0, pseudo_words: float = 0.0, multi_words: float = 0.0):
     firsts, lasts = split_pool("first_names", split), split_pool("surnames", split)
     n_people = rng.randint(-(-n_facts // len(kinds)), n_facts)
     people = _draw_names(rng, firsts, lasts, n_people)
@@ -108,7 +117,7 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
     facts, sentences, fact_templates = [], [], []
     taken = {value for values in values_by_kind.values() for value in values}
     for (person, kind), w in zip(pairs, is_wide):
-        value = _wide_value(rng, taken, pseudo_words) if w else values_by_kind[kind].pop()
+        value = _wide_value(rng, taken, pseudo_words, multi_words) if w else values_by_kind[kind].pop()
         taken.add(value)
         template = _wording(rng, RELAY_FACTS[kind][split], WIDE_FACTS[kind], wide_templates)
         facts.append((person, kind, value))
@@ -127,13 +136,14 @@ def _draw_example(rng: random.Random, split: str, n_facts: int, kinds: tuple[str
 
 def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
              kinds: tuple[str, ...] | None = None, code_digits: int = 4, wide: float = 0.0,
-             wide_templates: float = 0.0, pseudo_words: float = 0.0) -> list[Example]:
+             wide_templates: float = 0.0, pseudo_words: float = 0.0, multi_words: float = 0.0) -> list[Example]:
     """`n` relay-QA examples of `n_facts` facts each from `split`; `kinds` restricts the attributes;
     `code_digits` (2, 3 or 4) sets the length of the code answers; `wide` (training only) is the
     chance that a word-kind fact's value comes from the wide vocabulary; `wide_templates` (training
     only) is the chance that a sentence's wording comes from the training plus the extra wordings;
     `pseudo_words` (training only, with `wide`) is the chance that each word of a wide value is an
-    invented word (pseudo_words.py) instead of a wide-vocabulary word."""
+    invented word (pseudo_words.py) instead of a wide-vocabulary word; `multi_words` (training only,
+    with `wide`) the chance that it is a real word SmolLM2 splits into 2-4 pieces (pools.multi_words)."""
     check_split(split)
     kinds = tuple(kinds) if kinds is not None else KINDS
     unknown = [kind for kind in kinds if kind not in KINDS]
@@ -145,25 +155,31 @@ def relay_qa(split: str, n: int, n_facts: int = 1, seed: int = 0,
         raise ValueError(f"n_facts must be at least 1, got {n_facts}")
     for name, chance, what, kept in (("wide", wide, "wide answers", "pools"),
                                      ("wide_templates", wide_templates, "wide templates", "wordings"),
-                                     ("pseudo_words", pseudo_words, "pseudo words", "pools")):
+                                     ("pseudo_words", pseudo_words, "pseudo words", "pools"),
+                                     ("multi_words", multi_words, "multi-piece words", "pools")):
         if not 0.0 <= chance <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {chance}")
         if chance > 0 and split != "train":
             raise ValueError(f"{what} are a training-only augmentation; the {split} split keeps its own unseen {kept}")
     if pseudo_words > 0 and wide == 0:
         raise ValueError("pseudo_words replaces words of wide answers; set wide > 0 too")
+    if multi_words > 0 and wide == 0:
+        raise ValueError("multi_words replaces words of wide answers; set wide > 0 too")
+    if pseudo_words + multi_words > 1.0:
+        raise ValueError(f"pseudo_words + multi_words is the chance a wide word is either; got {pseudo_words + multi_words:g} > 1")
     if wide > 0 and not set(kinds) & set(WORD_KINDS):
         raise ValueError(f"wide answers replace word values ({', '.join(WORD_KINDS)}); kinds {kinds} have none")
     tag = ("all" if kinds == KINDS else "+".join(kinds)) + ("" if code_digits == 4 else f"-d{code_digits}")
     tag += f"-wide{wide:g}" if wide > 0 else ""
     tag += f"-wtemplates{wide_templates:g}" if wide_templates > 0 else ""
     tag += f"-pseudo{pseudo_words:g}" if pseudo_words > 0 else ""
+    tag += f"-multi{multi_words:g}" if multi_words > 0 else ""
     rng = random.Random(f"relay_qa|{split}|{n_facts}|{tag}|{seed}")
     examples = []
     for index in range(n):
         for _ in range(MAX_REDRAWS):
             passage, question, answer, meta = _draw_example(rng, split, n_facts, kinds, code_digits, wide, wide_templates,
-                                                            pseudo_words)
+                                                            pseudo_words, multi_words)
             if passage.count(answer) == 1:
                 break
         else:

@@ -4,7 +4,7 @@ Names: "relay_qa" (all attributes), "relay_qa:4" (n_facts=4), "relay_code" / "re
 facts only), "relay_code2" / "relay_code3" (code facts with 2- or 3-digit codes), "arithmetic", and "gsm8k" / "squad" / "hotpotqa" with `path=` (a file, folder or hub
 name). For the real datasets `n` is a limit taking the first n records in file order (None for all)
 and `seed` is unused, so evaluation sets stay the same across runs; shuffling is the trainer's job.
-The relay-QA training augmentations `wide`, `wide_templates` and `pseudo_words` pass through to `relay_qa`; any
+The relay-QA training augmentations `wide`, `wide_templates`, `pseudo_words` and `multi_words` pass through to `relay_qa`; any
 other task rejects them with a ValueError rather than a TypeError from deep inside its generator.
 """
 
@@ -16,7 +16,7 @@ from .loaders import load_gsm8k, load_hotpotqa, load_squad
 from .synthetic import relay_qa
 
 LOADERS = {"gsm8k": load_gsm8k, "squad": load_squad, "hotpotqa": load_hotpotqa}
-RELAY_AUGMENTATIONS = ("wide", "wide_templates", "pseudo_words")
+RELAY_AUGMENTATIONS = ("wide", "wide_templates", "pseudo_words", "multi_words")
 
 
 def load_task(name: str, split: str, n: int | None, seed: int = 0, **kw) -> list[Example]:

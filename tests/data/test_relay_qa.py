@@ -180,9 +180,57 @@ def test_pseudo_words_zero_draws_exactly_what_it_drew_before():
 
     digest = hashlib.sha256()
     for n_facts in (1, 2, 4, 8):
-        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, pseudo_words=0.0):
+        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, pseudo_words=0.0,
+                          multi_words=0.0):
             digest.update(repr((e.id, e.passage, e.question, e.answer)).encode())
     assert digest.hexdigest() == "12200ee9a349d3519b4b54a98242c6c0dec110348211ec48c82ce677d7e6774a"
+
+
+def test_multi_words_zero_keeps_the_pseudo_word_draws_of_before():
+    """Digest of a draw with pseudo words on, computed with the code before the multi_words option
+    existed (commit 1f0bd5e): one draw per word now picks pseudo / multi / one-token, and with
+    multi_words=0 it must be the draw pseudo_words made alone."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for n_facts in (1, 2, 4):
+        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, pseudo_words=0.5,
+                          multi_words=0.0):
+            digest.update(repr((e.id, e.passage, e.question, e.answer)).encode())
+    assert digest.hexdigest() == "78f9310ca0da546d2651cd190b9ef7e8cce38f1b98e9d38cbe1bac5711b375de"
+
+
+def test_multi_words_are_real_listed_words_never_held_out():
+    from lw_runtime.data.pools import held_out_words, multi_words, wide_words
+    from lw_runtime.data.synthetic import WORD_KINDS
+
+    multi, one_token = set(multi_words()), set(wide_words())
+    assert len(multi) > 20000 and not multi & one_token
+    assert not {w.lower() for w in multi} & held_out_words()
+    examples = relay_qa("train", 2000, n_facts=2, seed=3, wide=1.0, multi_words=0.5)
+    words = [w for e in examples for _, kind, v in e.meta["facts"] if kind in WORD_KINDS for w in v.split()]
+    assert all(w in multi or w in one_token for w in words)
+    assert 0.4 < sum(w in multi for w in words) / len(words) < 0.6  # about half, as asked
+    mixed = relay_qa("train", 2000, n_facts=2, seed=3, wide=1.0, multi_words=0.3, pseudo_words=0.3)
+    mixed_words = [w for e in mixed for _, kind, v in e.meta["facts"] if kind in WORD_KINDS for w in v.split()]
+    invented = [w for w in mixed_words if w not in multi and w not in one_token]
+    assert 0.2 < sum(w in multi for w in mixed_words) / len(mixed_words) < 0.4
+    assert 0.2 < len(invented) / len(mixed_words) < 0.4
+    for e in examples + mixed:
+        assert e.passage.count(e.answer) == 1
+
+
+def test_held_out_words_are_removed_from_the_multi_word_list(monkeypatch):
+    from lw_runtime.data import pools
+
+    pools.multi_words.cache_clear()
+    held = sorted(pools.held_out_words())[0]
+    monkeypatch.setattr(pools, "held_out_words", lambda: frozenset({held, "radish"}))
+    try:
+        words = pools.multi_words()
+        assert "radish" not in words and "pecan" in words  # both in words_multi.txt
+    finally:
+        pools.multi_words.cache_clear()
 
 
 def test_a_pseudo_word_equal_to_a_reserved_word_is_drawn_again(monkeypatch):
@@ -198,7 +246,10 @@ def test_a_pseudo_word_equal_to_a_reserved_word_is_drawn_again(monkeypatch):
 
 @pytest.mark.parametrize("kwargs", [dict(split="test", wide=0.5), dict(wide=1.5), dict(wide=0.5, kinds=("code",)),
                                     dict(pseudo_words=0.5), dict(wide=0.5, pseudo_words=2.0),
-                                    dict(split="validation", wide=0.5, pseudo_words=0.5)])
+                                    dict(split="validation", wide=0.5, pseudo_words=0.5),
+                                    dict(multi_words=0.5), dict(wide=0.5, multi_words=-0.1),
+                                    dict(wide=0.5, multi_words=0.6, pseudo_words=0.6),
+                                    dict(split="test", wide=0.5, multi_words=0.5)])
 def test_bad_wide_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         relay_qa(**(dict(split="train", n=3) | kwargs))
@@ -215,3 +266,15 @@ def test_pseudo_words_are_several_tokens_in_both_embedded_tokenizers(source, tar
     for model in (source, target):
         pieces = [len(model.tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words]
         assert sum(n >= 2 for n in pieces) / len(pieces) > 0.95
+
+
+def test_multi_words_are_two_to_four_pieces_in_the_embedded_target(target):
+    """What the option is for: real words the target must write in several pieces (a sample of the
+    list; scripts/make_words.py chose every word this way)."""
+    import random
+
+    from lw_runtime.data.pools import multi_words
+
+    words = random.Random(0).sample(multi_words(), 400)
+    pieces = [len(target.tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words]
+    assert all(2 <= n <= 4 for n in pieces), [(w, n) for w, n in zip(words, pieces) if not 2 <= n <= 4][:5]

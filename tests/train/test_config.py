@@ -30,6 +30,9 @@ def test_overrides_and_boolean_switches():
     (["--wide-templates", "0.5", "--task", "arithmetic"], "rewords relay-task sentences"),
     (["--pseudo-words", "0.5"], "set --wide-answers too"),
     (["--pseudo-words", "1.5", "--wide-answers", "0.5"], "probability"),
+    (["--multi-words", "0.5"], "set --wide-answers too"),
+    (["--multi-words", "1.5", "--wide-answers", "0.5"], "probability"),
+    (["--multi-words", "0.6", "--pseudo-words", "0.6", "--wide-answers", "0.5"], "either"),
 ])
 def test_flags_that_would_be_ignored_are_rejected(flags, problem):
     with pytest.raises(ValueError, match=problem):
