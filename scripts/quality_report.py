@@ -1,6 +1,6 @@
 """Markdown table, JSON and plots for finished training runs copied back from a GPU machine.
 
-Usage: python scripts/quality_report.py NAME OUT_DIR RUN_ROOT [RUN_ROOT ...]
+Usage: python scripts/quality_report.py [--pieces TARGET] NAME OUT_DIR RUN_ROOT [RUN_ROOT ...]
 
 Each RUN_ROOT is a train.sweep folder (``sweep.json`` + one folder per run) or a train.curriculum
 folder (``curriculum.json`` + one folder per stage); every ``summary.json`` below it becomes a row
@@ -12,6 +12,9 @@ instead of the examples (each value is asked several times; ``lw_runtime.metrics
 beside the values it misses most. The provenance (command, commit, date, device) is read from each root's
 sweep.json / curriculum.json; a root that has neither (plain ``train.fsdp`` runs) may carry a
 ``provenance.json`` written from the launching call, and the report marks its command as such.
+``--pieces TARGET`` (a model name or file ``lw_runtime.models.load_model`` takes, e.g. the embedded
+target) adds accuracy by how many target tokens the gold answer is (numbers apart): the bridge relays
+one-token words far better than words the target writes in several pieces.
 """
 
 from __future__ import annotations
@@ -73,6 +76,40 @@ def breakdown_tables(rows: list[dict]) -> str:
     return text
 
 
+def piece_key(tokenizer, answer: str) -> str:
+    """The slice of an answer: "number" for digits, else how many target tokens " answer" is (3+ pooled)."""
+    if answer.isdigit():
+        return "number"
+    n = len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+    return str(n) if n < 3 else "3+"
+
+
+def pieces_table(rows: list[dict], tokenizer) -> tuple[str, dict]:
+    """Greedy test accuracy by the gold answer's length in target tokens, per run and pooled over
+    the runs (the pooled row counts each run's examples; the runs share test splits by seed)."""
+    keys = ("number", "1", "2", "3+")
+    figures, pooled = {}, {k: [0, 0] for k in keys}
+    for r in rows:
+        counts = {k: [0, 0] for k in keys}
+        for p in r["test_breakdown"]["predictions"]:
+            c = counts[piece_key(tokenizer, p["gold"])]
+            c[0] += p["correct"]
+            c[1] += 1
+        figures[r["name"]] = {k: {"correct": a, "n": n} for k, (a, n) in counts.items()}
+        for k, (a, n) in counts.items():
+            pooled[k][0] += a
+            pooled[k][1] += n
+    figures["pooled"] = {k: {"correct": a, "n": n} for k, (a, n) in pooled.items()}
+
+    def cells(c: dict) -> str:
+        return " | ".join(f"{100 * c[k]['correct'] / c[k]['n']:.0f} ({c[k]['n']})" if c[k]["n"] else "" for k in keys)
+
+    text = ("\ntest accuracy % by the gold answer's length in target tokens (greedy test pass; numbers apart; "
+            "n in brackets)\n\n| run | number | 1 token | 2 tokens | 3+ tokens |\n|---|---|---|---|---|\n")
+    text += "".join(f"| {name} | {cells(c)} |\n" for name, c in figures.items())
+    return text, figures
+
+
 def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
     """Each run's greedy test accuracy with two 95% intervals — resampling examples, and resampling
     the held-out answer *values* (a cluster bootstrap: a split asks each pet, colour, job ... several
@@ -113,6 +150,12 @@ def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tokenizer = None
+    if argv[:1] == ["--pieces"] and len(argv) > 1:
+        from lw_runtime.models import load_model
+
+        tokenizer = load_model(argv[1]).tokenizer
+        argv = argv[2:]
     if len(argv) < 3:
         print(__doc__)
         return 2
@@ -140,11 +183,15 @@ def main(argv=None) -> int:
     text += breakdown_tables(with_predictions)
     values_md, value_figures = value_tables(with_predictions)
     text += values_md
+    piece_figures = {}
+    if tokenizer is not None:
+        pieces_md, piece_figures = pieces_table(with_predictions, tokenizer)
+        text += pieces_md
     text += "\nvalidation accuracy by step:\n\n" + "".join(
         f"- {r['name']}: " + ", ".join(f"{s}: {100 * a:.1f}" for s, a in r.get("history", [])) + "\n" for r in rows)
     text += "\ncommands:\n\n" + "".join(f"- {k} (commit {m['commit']}, {m['date']}): `{m['command']}`\n" for k, m in metas.items())
     (out / f"{name}.md").write_text(text)
-    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows, "by_value": value_figures}, indent=2))
+    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows, "by_value": value_figures, "by_pieces": piece_figures}, indent=2))
     if full:
         plots(name, full, out)
     print(text)

@@ -92,3 +92,25 @@ def test_value_interval_is_wider_when_values_repeat(tmp_path):
     width = lambda ci: ci[1] - ci[0]  # noqa: E731
     assert width(fig["ci_values"]) > 1.5 * width(fig["ci_examples"])
     assert [w["gold"] for w in fig["most_missed"]] == ["budgie", "canary"] and fig["most_missed"][0]["misses"] == 6
+
+
+def test_pieces_table_counts_each_answer_by_its_target_tokens(tmp_path):
+    """A stand-in tokenizer (one token per 3 letters) so the slices are known: digits are "number",
+    "cat" 1 token, "ferret" 2, "whippet" 3+; the pooled row adds the runs."""
+    report = _report()
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            word = text.strip()
+            return {"input_ids": list(range(-(-len(word) // 3)))}
+
+    preds = [{"gold": "4321", "correct": True}, {"gold": "cat", "correct": True}, {"gold": "ferret", "correct": False},
+             {"gold": "ferret", "correct": True}, {"gold": "whippet", "correct": False}]
+    rows = [{"name": "a", "test_breakdown": {"predictions": preds}},
+            {"name": "b", "test_breakdown": {"predictions": preds[:2]}}]
+    text, figures = report.pieces_table(rows, Tok())
+    assert figures["a"] == {"number": {"correct": 1, "n": 1}, "1": {"correct": 1, "n": 1},
+                            "2": {"correct": 1, "n": 2}, "3+": {"correct": 0, "n": 1}}
+    assert figures["pooled"]["number"] == {"correct": 2, "n": 2} and figures["pooled"]["3+"] == {"correct": 0, "n": 1}
+    assert "| a | 100 (1) | 100 (1) | 50 (2) | 0 (1) |" in text
+    assert "| b | 100 (1) | 100 (1) |  |  |" in text
