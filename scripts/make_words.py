@@ -8,11 +8,13 @@ a fact about it is a fair thing to relay.
 
 ``words_multi.txt`` (``--multi-words``): real English words that SmolLM2 splits into 2-4 pieces. The
 held-out values a translator misses are mostly such words (" can"+"ary", " Ut"+"re"+"cht"): in
-sessions 6-8 one-token held-out words were relayed 86% of the time, two-piece words 51%, three or
-more 27%, while ``words.txt`` trains only on one-token words. Source: the 200,000 most frequent English
+session 8's analysis (results/quality/README.md, quality_report.py --pieces) the better 1-fact runs
+relayed one-token held-out words 85-98% of the time and one-word answers of two tokens 36-58%, while
+``words.txt`` trains only on one-token words. Source: the 200,000 most frequent English
 words of ``wordfreq`` (3.1.1; a dev-time tool, not a runtime dependency: ``pip install wordfreq``)
-with Zipf frequency >= 2.5 and 4-12 letters a-z; a word is written capitalised when that form is
-fewer tokens in either model (so names and places come out as "Utrecht", common words lower case).
+with Zipf frequency >= 2.5 and 4-12 letters a-z, without the words of ``blocked_words.txt``; a word
+is written capitalised when that form is fewer tokens in either model (names and places come out as
+"Utrecht", and so do some common words, e.g. "Aberration": a fifth of the list is capitalised).
 
 Pool values of the validation and test splits are removed when a list is read (pools.wide_words,
 pools.multi_words), not here, so the files do not change when a pool does.
@@ -28,6 +30,9 @@ import sys
 from pathlib import Path
 
 from transformers import AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lw_runtime.data.pools import blocked_words  # noqa: E402
 
 WORD = re.compile(r"[a-z]{4,12}|[A-Z][a-z]{3,11}")
 LOWER = re.compile(r"[a-z]{4,12}")
@@ -48,9 +53,10 @@ def multi_piece_words(smol, gemma) -> list[str]:
     def pieces(tokenizer, word: str) -> int:
         return len(tokenizer.tokenize(" " + word))
 
+    blocked = blocked_words()
     out = []
     for word in top_n_list("en", TOP_N):
-        if not LOWER.fullmatch(word) or zipf_frequency(word, "en") < MIN_ZIPF:
+        if not LOWER.fullmatch(word) or word in blocked or zipf_frequency(word, "en") < MIN_ZIPF:
             continue
         cap = word.capitalize()
         form = cap if any(pieces(t, cap) < pieces(t, word) for t in (smol, gemma)) else word

@@ -77,9 +77,12 @@ def breakdown_tables(rows: list[dict]) -> str:
 
 
 def piece_key(tokenizer, answer: str) -> str:
-    """The slice of an answer: "number" for digits, else how many target tokens " answer" is (3+ pooled)."""
+    """The slice of an answer: "number" for digits, "words" for answers of several words ("web
+    designer"), else how many target tokens the one word is after a space, as the target writes it (3+ pooled)."""
     if answer.isdigit():
         return "number"
+    if len(answer.split()) > 1:
+        return "words"
     n = len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
     return str(n) if n < 3 else "3+"
 
@@ -87,7 +90,7 @@ def piece_key(tokenizer, answer: str) -> str:
 def pieces_table(rows: list[dict], tokenizer) -> tuple[str, dict]:
     """Greedy test accuracy by the gold answer's length in target tokens, per run and pooled over
     the runs (the pooled row counts each run's examples; the runs share test splits by seed)."""
-    keys = ("number", "1", "2", "3+")
+    keys = ("number", "1", "2", "3+", "words")
     figures, pooled = {}, {k: [0, 0] for k in keys}
     for r in rows:
         counts = {k: [0, 0] for k in keys}
@@ -104,8 +107,9 @@ def pieces_table(rows: list[dict], tokenizer) -> tuple[str, dict]:
     def cells(c: dict) -> str:
         return " | ".join(f"{100 * c[k]['correct'] / c[k]['n']:.0f} ({c[k]['n']})" if c[k]["n"] else "" for k in keys)
 
-    text = ("\ntest accuracy % by the gold answer's length in target tokens (greedy test pass; numbers apart; "
-            "n in brackets)\n\n| run | number | 1 token | 2 tokens | 3+ tokens |\n|---|---|---|---|---|\n")
+    text = ("\ntest accuracy % by the gold answer's length in target tokens (greedy test pass; numbers and "
+            "answers of several words apart; n in brackets)\n\n| run | number | one word, 1 token | 2 tokens | "
+            "3+ tokens | several words |\n|---|---|---|---|---|---|\n")
     text += "".join(f"| {name} | {cells(c)} |\n" for name, c in figures.items())
     return text, figures
 
@@ -151,7 +155,9 @@ def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tokenizer = None
-    if argv[:1] == ["--pieces"] and len(argv) > 1:
+    if "--pieces" in argv[2:] or argv[-1:] == ["--pieces"]:
+        raise SystemExit("--pieces TARGET goes first: quality_report.py [--pieces TARGET] NAME OUT_DIR RUN_ROOT ...")
+    if argv[:1] == ["--pieces"]:
         from lw_runtime.models import load_model
 
         tokenizer = load_model(argv[1]).tokenizer

@@ -12,7 +12,9 @@ Decisions:
   dozen training values per kind a translator can pass training by memorising a label set and then
   fails on every unseen value; thousands of values force it to carry the word itself.
   ``wide_words()`` removes, case-insensitively, every word of every validation and test entry of
-  every pool, so validation/test answers stay unseen in training.
+  every pool and its simple plural / singular forms ("canaries" for canary: until session 8 only the
+  exact words were removed, which let 75 such forms through), so validation/test answers stay unseen
+  in training; and the slurs and sexual terms of ``blocked_words.txt``.
 - ``words_multi.txt`` (same script, from wordfreq's English list: ~27k real words that SmolLM2 splits
   into 2-4 pieces) is the vocabulary of ``--multi-words``; ``multi_words()`` removes the held-out
   words the same way.
@@ -72,10 +74,46 @@ WIDE_FILE = "words"
 MULTI_FILE = "words_multi"
 
 
-def _training_words(stem: str) -> tuple[str, ...]:
+def _read_list(stem: str) -> list[str]:
     text = resources.files(__package__).joinpath(f"{stem}.txt").read_text(encoding="utf-8")
-    held_out = held_out_words()
-    return tuple(w for w in (line.strip() for line in text.splitlines()) if w and w.lower() not in held_out)
+    return [w for w in (line.strip() for line in text.splitlines()) if w and not w.startswith("#")]
+
+
+@lru_cache(maxsize=None)
+def blocked_words() -> frozenset[str]:
+    """Slurs and sexual or abusive terms (blocked_words.txt, lower case): never a training answer."""
+    return frozenset(w.lower() for w in _read_list("blocked_words"))
+
+
+def inflections(word: str) -> set[str]:
+    """``word`` (lower case) with its simple English plural / singular forms: "canary" -> "canaries",
+    "midwife" -> "midwives", "apples" -> "apple"; enough to keep a held-out value's near-copies out of
+    training, where the exact-answer leak guard would not see them."""
+    forms = {word, word + "s", word + "es", word + "'s"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    if word.endswith("f"):
+        forms.add(word[:-1] + "ves")
+    if word.endswith("fe"):
+        forms.add(word[:-2] + "ves")
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    return forms
+
+
+@lru_cache(maxsize=None)
+def held_out_forms() -> frozenset[str]:
+    """Every held-out word (``held_out_words``) with its plural / singular forms."""
+    return frozenset(form for word in held_out_words() for form in inflections(word))
+
+
+def _training_words(stem: str) -> tuple[str, ...]:
+    excluded = held_out_forms() | blocked_words()
+    return tuple(w for w in _read_list(stem) if w.lower() not in excluded)
 
 
 @lru_cache(maxsize=None)

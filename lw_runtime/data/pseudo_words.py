@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from .pools import held_out_words, wide_words
+from .pools import held_out_forms, wide_words
 
 ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
           "br", "ch", "cr", "dr", "fl", "gr", "kr", "pl", "qu", "sh", "sk", "st", "th", "tr", "", "")
@@ -46,4 +46,4 @@ def pseudo_word(rng: random.Random) -> str:
 
 @lru_cache(maxsize=None)
 def _reserved() -> frozenset[str]:
-    return held_out_words() | {w.lower() for w in wide_words()}
+    return held_out_forms() | {w.lower() for w in wide_words()}

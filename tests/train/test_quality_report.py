@@ -94,23 +94,48 @@ def test_value_interval_is_wider_when_values_repeat(tmp_path):
     assert [w["gold"] for w in fig["most_missed"]] == ["budgie", "canary"] and fig["most_missed"][0]["misses"] == 6
 
 
-def test_pieces_table_counts_each_answer_by_its_target_tokens(tmp_path):
-    """A stand-in tokenizer (one token per 3 letters) so the slices are known: digits are "number",
-    "cat" 1 token, "ferret" 2, "whippet" 3+; the pooled row adds the runs."""
+class _PieceTokenizer:
+    """Stand-in target tokenizer: one token per 3 characters of the text as given (the leading space
+    counts), and a BOS token unless add_special_tokens=False, so a report that drops the space or
+    keeps special tokens gets other counts."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [0] * (-(-len(text) // 3) + (1 if add_special_tokens else 0))}
+
+
+def test_pieces_table_counts_each_answer_by_its_target_tokens():
+    """" cat" is 2 tokens, " ab" 1, " ferret" 3+; digits are "number", two words "words"; the pooled
+    row adds the runs."""
     report = _report()
-
-    class Tok:
-        def __call__(self, text, add_special_tokens=False):
-            word = text.strip()
-            return {"input_ids": list(range(-(-len(word) // 3)))}
-
-    preds = [{"gold": "4321", "correct": True}, {"gold": "cat", "correct": True}, {"gold": "ferret", "correct": False},
-             {"gold": "ferret", "correct": True}, {"gold": "whippet", "correct": False}]
+    preds = [{"gold": "4321", "correct": True}, {"gold": "ab", "correct": True}, {"gold": "cat", "correct": False},
+             {"gold": "cat", "correct": True}, {"gold": "ferret", "correct": False},
+             {"gold": "web designer", "correct": True}]
     rows = [{"name": "a", "test_breakdown": {"predictions": preds}},
             {"name": "b", "test_breakdown": {"predictions": preds[:2]}}]
-    text, figures = report.pieces_table(rows, Tok())
+    text, figures = report.pieces_table(rows, _PieceTokenizer())
     assert figures["a"] == {"number": {"correct": 1, "n": 1}, "1": {"correct": 1, "n": 1},
-                            "2": {"correct": 1, "n": 2}, "3+": {"correct": 0, "n": 1}}
+                            "2": {"correct": 1, "n": 2}, "3+": {"correct": 0, "n": 1}, "words": {"correct": 1, "n": 1}}
     assert figures["pooled"]["number"] == {"correct": 2, "n": 2} and figures["pooled"]["3+"] == {"correct": 0, "n": 1}
-    assert "| a | 100 (1) | 100 (1) | 50 (2) | 0 (1) |" in text
-    assert "| b | 100 (1) | 100 (1) |  |  |" in text
+    assert "| a | 100 (1) | 100 (1) | 50 (2) | 0 (1) | 100 (1) |" in text
+    assert "| b | 100 (1) | 100 (1) |  |  |  |" in text
+
+
+def test_report_with_pieces_loads_the_target_and_writes_the_table(tmp_path, monkeypatch):
+    import lw_runtime.models
+
+    loaded = []
+
+    def fake_load(name):
+        loaded.append(name)
+        return type("Loaded", (), {"tokenizer": _PieceTokenizer()})()
+
+    monkeypatch.setattr(lw_runtime.models, "load_model", fake_load)
+    out = tmp_path / "out"
+    assert _report().main(["--pieces", "some-target", "r", str(out), str(_root(tmp_path))]) == 0
+    assert loaded == ["some-target"]
+    report = json.loads((out / "r.json").read_text())
+    pooled = report["by_pieces"]["pooled"]
+    assert sum(c["n"] for c in pooled.values()) == 20
+    assert "by the gold answer's length in target tokens" in (out / "r.md").read_text()
+    with pytest.raises(SystemExit, match="goes first"):
+        _report().main(["r", str(out), str(tmp_path / "chain"), "--pieces", "x"])
