@@ -155,7 +155,7 @@ def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tokenizer = None
-    if "--pieces" in argv[2:] or argv[-1:] == ["--pieces"]:
+    if "--pieces" in argv[1:] or argv[-1:] == ["--pieces"]:
         raise SystemExit("--pieces TARGET goes first: quality_report.py [--pieces TARGET] NAME OUT_DIR RUN_ROOT ...")
     if argv[:1] == ["--pieces"]:
         from lw_runtime.models import load_model

@@ -13,8 +13,9 @@ Decisions:
   fails on every unseen value; thousands of values force it to carry the word itself.
   ``wide_words()`` removes, case-insensitively, every word of every validation and test entry of
   every pool and its simple plural / singular forms ("canaries" for canary: until session 8 only the
-  exact words were removed, which let 75 such forms through), so validation/test answers stay unseen
-  in training; and the slurs and sexual terms of ``blocked_words.txt``.
+  exact words were removed, which let 41 forms of held-out answer words through, e.g. "midwives"),
+  so validation/test answers stay unseen in training; and the slurs and sexual terms of
+  ``blocked_words.txt`` (exact words).
 - ``words_multi.txt`` (same script, from wordfreq's English list: ~27k real words that SmolLM2 splits
   into 2-4 pieces) is the vocabulary of ``--multi-words``; ``multi_words()`` removes the held-out
   words the same way.
