@@ -173,46 +173,39 @@ def test_pseudo_words_are_invented_spellings_that_are_never_held_out_or_in_the_w
         assert e.passage.count(e.answer) == 1
 
 
+def _draw_digest(ladder, **options) -> str:
+    """sha256 of 200 training examples per fact count (seed 3, wide answers 0.5, wide templates on)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for n_facts in ladder:
+        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, **options):
+            digest.update(repr((e.id, e.passage, e.question, e.answer)).encode())
+    return digest.hexdigest()
+
+
 def test_pseudo_words_zero_draws_exactly_what_it_drew_before():
     """Digest of a fixed draw with wide answers and wide templates on, computed with the code before
     the pseudo_words option existed (commit d1afaef: 12200ee9...). Session 8 changed the wide vocabulary
     (held-out plural / singular forms and blocked words removed), so it was recomputed: commit 7318500's
     synthetic.py (before multi_words) run on the new pools.py and word lists gives this same digest."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for n_facts in (1, 2, 4, 8):
-        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, pseudo_words=0.0,
-                          multi_words=0.0):
-            digest.update(repr((e.id, e.passage, e.question, e.answer)).encode())
-    assert digest.hexdigest() == "28a64a7593580fd100e896efa5b013e99cea9b15a84a6d9dbf606acf004712ea"
+    digest = _draw_digest((1, 2, 4, 8), pseudo_words=0.0, multi_words=0.0)
+    assert digest == "28a64a7593580fd100e896efa5b013e99cea9b15a84a6d9dbf606acf004712ea"
 
 
 def test_multi_words_zero_keeps_the_pseudo_word_draws_of_before():
     """Digest of a draw with pseudo words on, computed with the code before the multi_words option
     existed (commit 7318500's synthetic.py on the session-8 pools.py, see above): one draw per word now
     picks pseudo / multi / one-token, and with multi_words=0 it must be the draw pseudo_words made alone."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for n_facts in (1, 2, 4):
-        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, pseudo_words=0.5,
-                          multi_words=0.0):
-            digest.update(repr((e.id, e.passage, e.question, e.answer)).encode())
-    assert digest.hexdigest() == "c8c1043798cfa54ae71a19128abb8c1303285620914170420c45c694b6bc68ea"
+    digest = _draw_digest((1, 2, 4), pseudo_words=0.5, multi_words=0.0)
+    assert digest == "c8c1043798cfa54ae71a19128abb8c1303285620914170420c45c694b6bc68ea"
 
 
 def test_multi_and_pseudo_words_draw_a_pinned_stream():
     """One uniform draw per wide word picks pseudo (< 0.3) / multi (< 0.6) / one-token: a change in how
     the choice is drawn (e.g. two separate draws) changes this digest (pinned at session 8)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for n_facts in (1, 2, 4):
-        for e in relay_qa("train", 200, n_facts=n_facts, seed=3, wide=0.5, wide_templates=1.0, pseudo_words=0.3,
-                          multi_words=0.3):
-            digest.update(repr((e.id, e.passage, e.question, e.answer)).encode())
-    assert digest.hexdigest() == "327bed4c5c36e20d79d5fe1bb6c65291bc18f3db5331b620ff84f6522ca34e85"
+    digest = _draw_digest((1, 2, 4), pseudo_words=0.3, multi_words=0.3)
+    assert digest == "327bed4c5c36e20d79d5fe1bb6c65291bc18f3db5331b620ff84f6522ca34e85"
 
 
 def test_multi_words_are_real_listed_words_never_held_out():
