@@ -33,6 +33,7 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lw_runtime.data.pools import blocked_words  # noqa: E402
+from lw_runtime.protocols import answer_continuation  # noqa: E402
 
 WORD = re.compile(r"[a-z]{4,12}|[A-Z][a-z]{3,11}")
 LOWER = re.compile(r"[a-z]{4,12}")
@@ -50,8 +51,8 @@ def multi_piece_words(smol, gemma) -> list[str]:
     except ImportError as err:
         raise SystemExit("words_multi.txt needs wordfreq (a dev-time tool): pip install wordfreq==3.1.1") from err
 
-    def pieces(tokenizer, word: str) -> int:
-        return len(tokenizer.tokenize(" " + word))
+    def pieces(tokenizer, word: str) -> int:  # as the target writes it after the anchor
+        return len(tokenizer.tokenize(answer_continuation(word)))
 
     blocked = blocked_words()
     out = []

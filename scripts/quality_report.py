@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lw_runtime.metrics import bootstrap_ci  # noqa: E402
+from lw_runtime.protocols import answer_continuation  # noqa: E402
 from train.ablations import markdown, plots  # noqa: E402
 
 
@@ -83,7 +84,7 @@ def piece_key(tokenizer, answer: str) -> str:
         return "number"
     if len(answer.split()) > 1:
         return "words"
-    n = len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+    n = len(tokenizer(answer_continuation(answer), add_special_tokens=False)["input_ids"])
     return str(n) if n < 3 else "3+"
 
 
@@ -91,11 +92,13 @@ def pieces_table(rows: list[dict], tokenizer) -> tuple[str, dict]:
     """Greedy test accuracy by the gold answer's length in target tokens, per run and pooled over
     the runs (the pooled row counts each run's examples; the runs share test splits by seed)."""
     keys = ("number", "1", "2", "3+", "words")
-    figures, pooled = {}, {k: [0, 0] for k in keys}
+    figures, pooled, key_of = {}, {k: [0, 0] for k in keys}, {}
     for r in rows:
         counts = {k: [0, 0] for k in keys}
         for p in r["test_breakdown"]["predictions"]:
-            c = counts[piece_key(tokenizer, p["gold"])]
+            if p["gold"] not in key_of:  # runs of one seed share their golds: tokenize each once
+                key_of[p["gold"]] = piece_key(tokenizer, p["gold"])
+            c = counts[key_of[p["gold"]]]
             c[0] += p["correct"]
             c[1] += 1
         figures[r["name"]] = {k: {"correct": a, "n": n} for k, (a, n) in counts.items()}
