@@ -3,10 +3,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from train import sweep
+from train.config import parse_args
 
 
 def _common(tiny_run, out):
@@ -46,3 +48,31 @@ def test_parallel_runs_are_processes_with_their_own_environment(tiny_run, tmp_pa
     row = json.loads((tmp_path / "out" / "sweep.json").read_text())["runs"][0]
     assert row["status"] == "ok" and row["flags"].startswith("LW_FORCE_REFERENCE=1")
     assert json.loads((tmp_path / "out" / "ref" / "summary.json").read_text())["environment"]["LW_FORCE_REFERENCE"] == "1"
+
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED_PLANS = sorted((REPO / "results").rglob("*.plan"))
+
+
+@pytest.mark.parametrize("plan", COMMITTED_PLANS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_committed_plan_parses(plan):
+    """A flag typo in a plan written for the next GPU machine fails here, not after its staging.
+
+    Sweep lines are ``name: [ENV=value ...] --flags``; curriculum lines (scripts/gpu_chains.sh) start
+    with the ladder ``relay_qa:1,relay_qa:2,...``, each rung parsed as that stage's ``--task``."""
+    for name, words in sweep.read_plan(plan):
+        _, flags = sweep.split_env(words)
+        ladder = [None]
+        if flags and not flags[0].startswith("-"):
+            ladder, flags = flags[0].split(","), flags[1:]
+        for task in ladder:
+            stage = flags if task is None else ["--task", task, *flags]
+            cfg = parse_args([*stage, "--out-dir", "unused"])
+            assert cfg.task, f"{plan}: {name}"
+
+
+def test_the_plan_check_catches_a_typo(tmp_path):
+    plan = tmp_path / "typo.plan"
+    plan.write_text("a: --mutli-words 0.5\n")
+    with pytest.raises(SystemExit):
+        test_every_committed_plan_parses(plan)
