@@ -2,13 +2,16 @@
 
 import json
 import subprocess
+import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 
-from train import sweep
-from train.config import parse_args
+from lw_runtime.data.tasks import load_task
+from train import curriculum, sweep
+from train.config import check_config, parse_args
 
 
 def _common(tiny_run, out):
@@ -50,29 +53,67 @@ def test_parallel_runs_are_processes_with_their_own_environment(tiny_run, tmp_pa
     assert json.loads((tmp_path / "out" / "ref" / "summary.json").read_text())["environment"]["LW_FORCE_REFERENCE"] == "1"
 
 
+
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED_PLANS = sorted((REPO / "results").rglob("*.plan"))
 
 
+def _plan_stages(plan: Path, tmp: Path) -> list[list[str]]:
+    """Every run's train.fsdp flags in a plan: sweep lines ``name: [ENV=value ...] --flags`` as train.sweep
+    reads them; chains lines ``name: TASK,TASK,... --flags`` (scripts/gpu_chains.sh) as train.curriculum
+    expands them, stage by stage. A plan is one kind or the other, never both."""
+    runs = [(name, sweep.split_env(words)[1]) for name, words in sweep.read_plan(plan)]
+    chains = {bool(flags) and not flags[0].startswith("-") for _, flags in runs}
+    assert len(chains) == 1, f"{plan}: mixes sweep lines (--flags) and chains lines (TASKS --flags)"
+    if chains.pop():
+        return [stage for _, flags in runs
+                for _, stage in curriculum.stage_flags(flags[0].split(","), [*flags[1:], "--out-dir", str(tmp)])[1]]
+    return [[*flags, "--out-dir", str(tmp)] for _, flags in runs]
+
+
+def _common_flags(plan: Path) -> list[str] | None:
+    """The flags a plan's header gives for every line, on a ``# common: --flag ...`` line (plans from
+    session 9 on; earlier ones state them in prose), with ``$LW_SOURCE`` / ``$LW_TARGET`` left out."""
+    for raw in plan.read_text().splitlines():
+        if raw.startswith("# common:"):
+            words = shlex.split(raw.removeprefix("# common:"))
+            return [w for i, w in enumerate(words) if not w.startswith("$") and not (
+                w in ("--source", "--target") and i + 1 < len(words) and words[i + 1].startswith("$"))]
+    return None
+
+
+def _check_plan(plan: Path, tmp: Path) -> None:
+    common = _common_flags(plan)
+    for flags in _plan_stages(plan, tmp):
+        cfg = parse_args([*(common or []), *flags])
+        if common is not None:  # without the common flags a line alone may lack e.g. --wide-answers
+            # --init-from names a folder on the GPU machine (or a previous stage's), not here
+            check_config(dataclasses.replace(cfg, init_from=None))
+        load_task(cfg.task, "validation", 2)  # an unknown task name or fact count fails here
+
+
 @pytest.mark.parametrize("plan", COMMITTED_PLANS, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_committed_plan_parses(plan):
-    """A flag typo in a plan written for the next GPU machine fails here, not after its staging.
-
-    Sweep lines are ``name: [ENV=value ...] --flags``; curriculum lines (scripts/gpu_chains.sh) start
-    with the ladder ``relay_qa:1,relay_qa:2,...``, each rung parsed as that stage's ``--task``."""
-    for name, words in sweep.read_plan(plan):
-        _, flags = sweep.split_env(words)
-        ladder = [None]
-        if flags and not flags[0].startswith("-"):
-            ladder, flags = flags[0].split(","), flags[1:]
-        for task in ladder:
-            stage = flags if task is None else ["--task", task, *flags]
-            cfg = parse_args([*stage, "--out-dir", "unused"])
-            assert cfg.task, f"{plan}: {name}"
+def test_every_committed_plan_parses(plan, tmp_path):
+    """A flag typo, an unknown task or a bad flag value in a plan written for the next GPU machine fails
+    here, not after its staging. (argparse takes unambiguous abbreviations, as train.fsdp does there.)"""
+    _check_plan(plan, tmp_path)
 
 
-def test_the_plan_check_catches_a_typo(tmp_path):
-    plan = tmp_path / "typo.plan"
-    plan.write_text("a: --mutli-words 0.5\n")
-    with pytest.raises(SystemExit):
-        test_every_committed_plan_parses(plan)
+def test_there_are_committed_plans():
+    assert len(COMMITTED_PLANS) >= 30
+    assert _common_flags(REPO / "results/quality/multi5.plan")  # so check_config runs on the next plan's lines
+
+
+@pytest.mark.parametrize("line, error", [
+    ("a: --mutli-words 0.5", SystemExit),                       # a misspelt flag
+    ("a: --task relay_qaa:4", ValueError),                      # an unknown task
+    ("# common: --steps 5\na: --source-order questoin_first", ValueError),  # a bad value
+    ("# common: --wide-answers 0\na: --multi-words 0.5", ValueError),  # an option that would be ignored
+    ("a: relay_qa:1,relay_qa:4 --steps 100,200,300", SystemExit),  # chains: 3 step counts for 2 stages
+    ("a: --seed 1\nb: relay_qa:1,relay_qa:4", AssertionError),  # sweep and chains lines mixed
+])
+def test_the_plan_check_catches(tmp_path, line, error):
+    plan = tmp_path / "bad.plan"
+    plan.write_text(line + "\n")
+    with pytest.raises(error):
+        _check_plan(plan, tmp_path)
