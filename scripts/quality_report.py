@@ -15,6 +15,10 @@ sweep.json / curriculum.json; a root that has neither (plain ``train.fsdp`` runs
 ``--pieces TARGET`` (a model name or file ``lw_runtime.models.load_model`` takes, e.g. the embedded
 target) adds accuracy by how many target tokens the gold answer is (numbers apart): the bridge relays
 one-token words far better than words the target writes in several pieces.
+Runs of several facts also get their misses by cause: the output is another fact's value from the same
+passage (the bridge picked the wrong fact), or a value the passage does not hold (it carried the asked
+fact but not its exact value), or empty. The test split is regenerated from the run's task, seed and size
+(``load_task``), and a run whose saved golds it does not reproduce is left out, said so in the table.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lw_runtime.metrics import bootstrap_ci  # noqa: E402
-from lw_runtime.protocols import answer_continuation  # noqa: E402
+from lw_runtime.data.tasks import load_task  # noqa: E402
+from lw_runtime.protocols import answer_continuation, extract_answer, normalize_answer  # noqa: E402
 from train.ablations import markdown, plots  # noqa: E402
 
 
@@ -117,6 +122,42 @@ def pieces_table(rows: list[dict], tokenizer) -> tuple[str, dict]:
     return text, figures
 
 
+MISS_CAUSES = ("another fact's value", "not in the passage", "empty")
+
+
+def miss_cause(output: str, facts, asked: int) -> str:
+    """Why a multi-fact answer missed: another fact's value (normalised as the scorer does), no answer, or
+    a value the passage does not hold."""
+    said = normalize_answer(extract_answer(output))
+    if not said:
+        return "empty"
+    others = {normalize_answer(value) for i, (_, _, value) in enumerate(facts) if i != asked}
+    return "another fact's value" if said in others else "not in the passage"
+
+
+def misses_table(rows: list[dict]) -> tuple[str, dict]:
+    """For runs of several facts: each run's greedy test misses by cause (MISS_CAUSES)."""
+    multi = [r for r in rows if r.get("config", {}).get("task", "").startswith("relay_")
+             and int(r["config"]["task"].partition(":")[2] or 1) > 1]
+    if not multi:
+        return "", {}
+    text = ("\nmisses by cause, runs of several facts (greedy test pass; the test split regenerated from the run's "
+            "task and seed)\n\n| run | examples | misses | " + " | ".join(MISS_CAUSES) + " |\n|---|---|---|"
+            + "---|" * len(MISS_CAUSES) + "\n")
+    figures = {}
+    for r in multi:
+        cfg, preds = r["config"], r["test_breakdown"]["predictions"]
+        split = {e.id: e for e in load_task(cfg["task"], "test", cfg["test_examples"], seed=cfg["seed"])}
+        if any(p["id"] not in split or split[p["id"]].answer != p["gold"] for p in preds):
+            text += f"| {r['name']} | {len(preds)} | (this commit does not regenerate the run's test split) |" + " |" * len(MISS_CAUSES) + "\n"
+            continue
+        counts = Counter(miss_cause(p["output"], split[p["id"]].meta["facts"], split[p["id"]].meta["asked"])
+                         for p in preds if not p["correct"])
+        figures[r["name"]] = {"examples": len(preds), "misses": sum(counts.values()), **{c: counts[c] for c in MISS_CAUSES}}
+        text += f"| {r['name']} | {len(preds)} | {sum(counts.values())} | " + " | ".join(str(counts[c]) for c in MISS_CAUSES) + " |\n"
+    return text, figures
+
+
 def value_tables(rows: list[dict], top: int = 8) -> tuple[str, dict]:
     """Each run's greedy test accuracy with two 95% intervals — resampling examples, and resampling
     the held-out answer *values* (a cluster bootstrap: a split asks each pet, colour, job ... several
@@ -192,6 +233,8 @@ def main(argv=None) -> int:
     text += breakdown_tables(with_predictions)
     values_md, value_figures = value_tables(with_predictions)
     text += values_md
+    misses_md, miss_figures = misses_table(with_predictions)
+    text += misses_md
     piece_figures = {}
     if tokenizer is not None:
         pieces_md, piece_figures = pieces_table(with_predictions, tokenizer)
@@ -200,7 +243,8 @@ def main(argv=None) -> int:
         f"- {r['name']}: " + ", ".join(f"{s}: {100 * a:.1f}" for s, a in r.get("history", [])) + "\n" for r in rows)
     text += "\ncommands:\n\n" + "".join(f"- {k} (commit {m['commit']}, {m['date']}): `{m['command']}`\n" for k, m in metas.items())
     (out / f"{name}.md").write_text(text)
-    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows, "by_value": value_figures, "by_pieces": piece_figures}, indent=2))
+    (out / f"{name}.json").write_text(json.dumps({"roots": metas, "runs": rows, "by_value": value_figures, "by_pieces": piece_figures,
+                                                     "misses_by_cause": miss_figures}, indent=2))
     if full:
         plots(name, full, out)
     print(text)

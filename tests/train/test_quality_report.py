@@ -139,3 +139,46 @@ def test_report_with_pieces_loads_the_target_and_writes_the_table(tmp_path, monk
     assert "by the gold answer's length in target tokens" in (out / "r.md").read_text()
     with pytest.raises(SystemExit, match="goes first"):
         _report().main(["r", str(out), str(tmp_path / "chain"), "--pieces", "x"])
+
+
+def _four_fact_root(tmp_path, seed_saved=3):
+    """A 4-fact run of 12 test examples: 3 right, 3 another fact's value, 3 not in the passage, 3 empty,
+    saved with config seed ``seed_saved`` (the examples are always seed 3's)."""
+    root = tmp_path / "f4"
+    run = root / "r"
+    run.mkdir(parents=True)
+    examples = relay_qa("test", 12, n_facts=4, seed=3)
+    outputs = []
+    for i, e in enumerate(examples):
+        other = next(v for j, (_, _, v) in enumerate(e.meta["facts"]) if j != e.meta["asked"])
+        outputs.append([f" {e.answer}", f" {other}.", " Zanzibarish", "  "][i % 4])
+    summary = {"test_examples": 12, "best_val_acc": 0.5, "best_step": 1, "final_val_acc": 0.5, "test_bridged_acc": 0.25,
+               "device": "cpu", "history": [], "test_breakdown": breakdown(examples, outputs),
+               "config": {"task": "relay_qa:4", "seed": seed_saved, "test_examples": 12}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (root / "provenance.json").write_text(json.dumps({"command": "x", "commit": "abc", "date": "today", "device": "cpu"}))
+    return root
+
+
+def test_misses_by_cause_regenerates_the_split_and_counts_each_cause(tmp_path):
+    out = tmp_path / "out"
+    assert _report().main(["r", str(out), str(_four_fact_root(tmp_path))]) == 0
+    assert json.loads((out / "r.json").read_text())["misses_by_cause"] == {
+        "f4/r": {"examples": 12, "misses": 9, "another fact's value": 3, "not in the passage": 3, "empty": 3}}
+    assert "| f4/r | 12 | 9 | 3 | 3 | 3 |" in (out / "r.md").read_text()
+
+
+def test_misses_by_cause_leaves_out_a_run_whose_split_it_cannot_regenerate(tmp_path):
+    out = tmp_path / "out"
+    assert _report().main(["r", str(out), str(_four_fact_root(tmp_path, seed_saved=4))]) == 0
+    assert json.loads((out / "r.json").read_text())["misses_by_cause"] == {}
+    assert "does not regenerate the run's test split" in (out / "r.md").read_text()
+
+
+def test_a_miss_that_names_another_fact_is_told_apart_from_a_garbled_value():
+    facts = (("Ann Lee", "pet", "ferret"), ("Bo Ray", "city", "Lima"), ("Ann Lee", "age", "42"))
+    cause = _report().miss_cause
+    assert cause(" Lima.\nmore", facts, asked=0) == "another fact's value"
+    assert cause(" the ferret", facts, asked=1) == "another fact's value"  # normalised as the scorer does
+    assert cause(" Limassol", facts, asked=0) == "not in the passage"
+    assert cause(" ...", facts, asked=0) == "empty"
