@@ -7,8 +7,11 @@ them. Peak RSS is reported to show the receiver's cap (``--max-bytes``) holds.
 
 Mutations: bit flips, byte overwrites (raw or resealed with a correct CRC), truncation, appended
 bytes, header fields set to extreme or random values and resealed (so they pass the CRC and reach
-the field checks), NaN/Inf/negative scales resealed, spliced packets, and chunk lists shuffled,
-dropped or repeated.
+the field checks), NaN/Inf/negative scales resealed, spliced packets, chunk lists shuffled,
+dropped or repeated, a message declared as large as the cap allows with one chunk of data (the
+slowest decode is reported: refusing it must not cost more than the cap), and packets handed over
+in other containers (bytearray, numpy arrays, memoryviews strided, 2-D or of wider items, str,
+tensors, ints), which must decode like bytes or raise PacketTypeError.
 
     python benchmarks/fuzz_wire.py --seconds 60 [--seed 0] [--out results/fuzz_wire.json]
 """
@@ -27,6 +30,7 @@ import sys
 import time
 import traceback
 
+import numpy as np
 import torch
 
 from lw_runtime.packets import Decoder, decode, encode_soft_tokens
@@ -34,6 +38,19 @@ from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 from train.provenance import commit
 from lw_runtime.wire import CRC_SIZE, HEADER_FIELDS, HEADER_SIZE, WireFormatError, parse_packet, seal_body, translator_fingerprint
 
+CONTAINERS = {
+    "bytearray": bytearray,
+    "memoryview": memoryview,
+    "numpy_uint8": lambda p: np.frombuffer(p, dtype=np.uint8),
+    "memoryview_strided": lambda p: memoryview(bytes(p) * 2)[::2],
+    "memoryview_2d": lambda p: memoryview(bytes(p)).cast("B", (1, len(p))),
+    "memoryview_uint16": lambda p: memoryview(bytes(p) + bytes(len(p) % 2)).cast("H"),
+    "numpy_float32": lambda p: np.frombuffer(bytes(p) + bytes(-len(p) % 4), dtype=np.float32),
+    "torch_uint8": lambda p: torch.frombuffer(bytearray(p), dtype=torch.uint8) if p else torch.zeros(0, dtype=torch.uint8),
+    "str": lambda p: bytes(p).decode("latin-1"),
+    "int": len,
+    "list_of_ints": list,
+}
 EXTREMES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 255, 256, 2**15, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 1]
 
 
@@ -58,12 +75,12 @@ def reseal(p: bytearray) -> bytearray:
     return bytearray(seal_body(p[:-CRC_SIZE])) if len(p) >= CRC_SIZE else p
 
 
-def mutate(rng: random.Random, packets: list[bytes], corpus) -> tuple[str, list[bytes]]:
+def mutate(rng: random.Random, packets: list[bytes], corpus, max_bytes: int) -> tuple[str, list]:
     packets = list(packets)
     i = rng.randrange(len(packets))
     p = bytearray(packets[i])
     kind = rng.choice(["flip", "flip_header", "overwrite", "overwrite_resealed", "truncate", "extend",
-                       "field", "field_random", "scale", "splice", "chunks"])
+                       "field", "field_random", "scale", "splice", "chunks", "declare_max", "container"])
     if kind == "flip":
         for _ in range(rng.randint(1, 8)):
             p[rng.randrange(len(p))] ^= 1 << rng.randrange(8)
@@ -104,6 +121,18 @@ def mutate(rng: random.Random, packets: list[bytes], corpus) -> tuple[str, list[
         other = rng.choice(rng.choice(corpus))
         cut = rng.randrange(len(p))
         p = reseal(p[:cut] + bytearray(other[rng.randrange(len(other)) :]))
+    elif kind == "declare_max":  # as many tokens as the cap allows (fp32, the widest output), data for one chunk
+        h, _ = parse_packet(bytes(p))
+        offset, code = HEADER_FIELDS["num_tokens"]
+        num_tokens = max(h.chunk_start + h.chunk_count, max_bytes // (4 * h.batch * max(h.dim, 64)))
+        struct.pack_into("<" + code, p, offset, num_tokens)
+        return kind, [bytes(reseal(p))]
+    elif kind == "container":
+        name = rng.choice(sorted(CONTAINERS))
+        if rng.random() < 0.3:  # mutated bytes in the container too
+            p[rng.randrange(len(p))] ^= 1 << rng.randrange(8)
+        packets[i] = CONTAINERS[name](bytes(p))
+        return f"container_{name}", packets if rng.random() < 0.8 else packets[i]
     packets[i] = bytes(p)
     if kind == "chunks":
         packets = [rng.choice(packets) for _ in range(rng.randint(0, len(packets) + 2))]
@@ -112,9 +141,16 @@ def mutate(rng: random.Random, packets: list[bytes], corpus) -> tuple[str, list[
     return kind, packets
 
 
+def describe(packets) -> list[str]:
+    """Header bytes of each packet, or the type of whatever was handed over instead."""
+    if not isinstance(packets, list):
+        return [type(packets).__name__]
+    return [p[:HEADER_SIZE].hex() if isinstance(p, bytes) else type(p).__name__ for p in packets]
+
+
 def run_once(rng, packets, translator, max_bytes):
     """Decode whole or streaming; returns None when the outcome is acceptable, else a description."""
-    streaming = rng.random() < 0.5
+    streaming = rng.random() < 0.5 and isinstance(packets, list)
     if streaming:
         decoder = Decoder(translator=translator if rng.random() < 0.8 else None, max_bytes=max_bytes)
         for p in packets:
@@ -147,19 +183,22 @@ def main() -> int:
     failures = []
     start = time.perf_counter()
     iterations = 0
+    slowest = (0.0, "")
     while time.perf_counter() - start < args.seconds:
-        kind, packets = mutate(rng, rng.choice(corpus), corpus)
+        kind, packets = mutate(rng, rng.choice(corpus), corpus, args.max_bytes)
         iterations += 1
+        began = time.perf_counter()
         try:
             problem = run_once(rng, packets, translator, args.max_bytes)
             outcome = "decoded" if problem is None else "MALFORMED_OUTPUT"
             if problem is not None:
-                failures.append((kind, problem, [p[:HEADER_SIZE].hex() for p in packets]))
+                failures.append((kind, problem, describe(packets)))
         except WireFormatError as exc:
             outcome = type(exc).__name__
         except Exception as exc:  # noqa: BLE001 - the point of a fuzzer: anything else is a bug
             outcome = f"CRASH:{type(exc).__name__}"
-            failures.append((kind, traceback.format_exc(), [p[:HEADER_SIZE].hex() for p in packets]))
+            failures.append((kind, traceback.format_exc(), describe(packets)))
+        slowest = max(slowest, (time.perf_counter() - began, kind))
         outcomes[outcome] += 1
         by_kind[kind][outcome] += 1
     elapsed = time.perf_counter() - start
@@ -170,7 +209,8 @@ def main() -> int:
     print("by mutation:")
     for kind in sorted(by_kind):
         print(f"  {kind:20s} " + ", ".join(f"{n}={c}" for n, c in by_kind[kind].most_common()))
-    print(f"peak RSS {rss_peak / 1024:.0f} MiB (after setup {rss_start / 1024:.0f} MiB)")
+    print(f"peak RSS {rss_peak / 1024:.0f} MiB (after setup {rss_start / 1024:.0f} MiB); "
+          f"slowest input {slowest[0] * 1e3:.1f} ms ({slowest[1]})")
     for kind, detail, headers in failures[:5]:
         print(f"--- failure after mutation {kind!r}:\n{detail}\nheaders: {headers}", file=sys.stderr)
     print("RESULT:", "FAIL" if failures else "PASS", f"({len(failures)} non-WireFormatError outcomes)")
@@ -180,7 +220,7 @@ def main() -> int:
             commit=commit(), host=platform.node(), python=platform.python_version(), torch=torch.__version__,
             seconds=elapsed, iterations=iterations, outcomes=dict(outcomes),
             by_mutation={k: dict(v) for k, v in by_kind.items()}, failures=len(failures),
-            peak_rss_mib=rss_peak / 1024,
+            peak_rss_mib=rss_peak / 1024, slowest_ms=slowest[0] * 1e3, slowest_mutation=slowest[1],
         )
         with open(args.out, "w") as f:
             json.dump(record, f, indent=2)

@@ -12,13 +12,22 @@ Decisions:
 - A receiver given a translator or a fingerprint rejects packets with any other fingerprint;
   given neither it checks none (a generic relay or inspector).
 - A bad packet never changes a ``Decoder``'s state: every check runs before the chunk is written.
+- A receiver holding a translator checks each message against the translator's weights as they are
+  when the message's first packet arrives (``translator_fingerprint`` notices any edit), so packets
+  made for weights since changed are refused rather than projected with the new ones.
+- Memory follows ``max_bytes``, never the declared sizes alone: a ``Decoder`` holds the message
+  (at most ``max_bytes``) and one byte per token of arrival mask (at most ``max_bytes / 4``), and
+  finds missing or leading tokens by scanning that mask in place (numpy argmin/argmax, which
+  allocate nothing), so a 70-byte packet declaring a 64 MiB message costs no more than the message.
 Left out: retransmission, multiple messages interleaved on one ``Decoder``, compression.
 """
 
 from __future__ import annotations
 
+import operator
 import secrets
 
+import numpy as np
 import torch
 
 import lw_kernels
@@ -35,6 +44,7 @@ from .wire import (
     NonFiniteValueError,
     PacketHeader,
     PacketTooLargeError,
+    PacketTypeError,
     ShapeError,
     TranslatorRequiredError,
     WireFormatError,
@@ -42,6 +52,8 @@ from .wire import (
     chunk_payload,
     decode_payload,
     encode_payload,
+    is_bytes_like,
+    packet_view,
     parse_packet,
     payload_bytes,
     seal,
@@ -143,39 +155,105 @@ def _rms_match(y: torch.Tensor, target_rms: float) -> torch.Tensor:
     return yf * (target_rms / torch.sqrt(yf.pow(2).mean(-1, keepdim=True) + _RMS_EPS))
 
 
+_MISSING_RANGES_SHOWN = 8
+
+
+def _first(mask: np.ndarray, value: bool, start: int) -> int:
+    """Index of the first element equal to ``value`` at or after ``start`` (``len(mask)`` if none).
+
+    argmax/argmin of a bool array stop at the first True/False and allocate nothing.
+    """
+    if start >= len(mask):
+        return len(mask)
+    rest = mask[start:]
+    i = int(rest.argmax() if value else rest.argmin())
+    return start + i if bool(rest[i]) == value else len(mask)
+
+
+def _missing_ranges(mask: np.ndarray, start: int, limit: int) -> list[tuple[int, int]]:
+    """The first ``limit`` runs [begin, end) of False in ``mask`` at or after ``start``."""
+    ranges, pos = [], start
+    while len(ranges) < limit:
+        begin = _first(mask, False, pos)
+        if begin == len(mask):
+            break
+        pos = _first(mask, True, begin)
+        ranges.append((begin, pos))
+    return ranges
+
+
+def iter_packets(packets):
+    """One packet (any bytes-like object) or an iterable of packets -> an iterator of packets.
+
+    ``PacketTypeError`` for str, numbers, None, torch tensors and other non-iterables; each packet
+    is checked by ``parse_packet`` as it is read.
+    """
+    if is_bytes_like(packets):
+        return iter([packets])
+    if isinstance(packets, str) or torch.is_tensor(packets):
+        raise PacketTypeError(f"packets must be a bytes-like packet or an iterable of them, got {type(packets).__name__}")
+    try:
+        return iter(packets)
+    except TypeError:
+        raise PacketTypeError(f"packets must be a bytes-like packet or an iterable of them, got {type(packets).__name__}") from None
+
+
 class Decoder:
     """Streaming receiver: ``feed(packet)`` returns that chunk's soft tokens (B, chunk_count, D).
 
     Chunks of one message may arrive in any order; ``result()`` returns the whole (B, K, D) message
-    once every token has arrived. After a message is complete, a packet of another message starts
-    the next one. ``dtype=None`` decodes into the dtype the sender's tensor had. ``target_rms``
-    rescales every soft token to that RMS (the quantized path does it in the fused
-    ``lw_kernels.dequantize_rms_match``). ``max_bytes`` caps the payload and the decoded message.
+    once every token has arrived, and ``ready_tokens`` counts the leading tokens already usable.
+    After a message is complete, a packet of another message starts the next one. ``dtype=None``
+    decodes into the dtype the sender's tensor had. ``target_rms`` rescales every soft token to that
+    RMS (the quantized path does it in the fused ``lw_kernels.dequantize_rms_match``). ``max_bytes``
+    caps the payload and the decoded message; the arrival mask adds one byte per token.
     """
 
     def __init__(self, *, translator=None, fingerprint: bytes | None = None, dtype: torch.dtype | None = None,
                  target_rms: float | None = None, device="cpu", max_bytes: int = DEFAULT_MAX_BYTES,
                  _single_message: bool = False):
+        if fingerprint is not None:
+            try:
+                fingerprint = bytes(packet_view(fingerprint))
+            except PacketTypeError:
+                fingerprint = None
+            if fingerprint is None or len(fingerprint) != FINGERPRINT_SIZE:
+                raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes (see translator_fingerprint)")
+        if isinstance(max_bytes, bool) or not hasattr(max_bytes, "__index__") or operator.index(max_bytes) < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        max_bytes = operator.index(max_bytes)
         self.translator = translator
-        if fingerprint is None and translator is not None:
-            fingerprint = translator_fingerprint(translator)
-        if fingerprint is not None and len(fingerprint) != FINGERPRINT_SIZE:
-            raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
-        self.fingerprint = None if fingerprint is None else bytes(fingerprint)
+        self._given_fingerprint = fingerprint
         self.dtype, self.target_rms, self.device, self.max_bytes = dtype, target_rms, torch.device(device), max_bytes
         self._single_message = _single_message
         self._key = None
+        self._message_fingerprint = None  # what the current message's first packet was checked against
         self._buffer = None
-        self._received = None
+        self._received = None  # numpy bool per token of the current message
+        self._received_count = 0
+        self._ready = 0  # tokens [0, _ready) have all arrived
         self.messages_started = 0
 
     @property
+    def fingerprint(self) -> bytes | None:
+        """The fingerprint a new message must carry: the one given, else the translator's as its
+        weights are now, else None (no check)."""
+        if self._given_fingerprint is not None or self.translator is None:
+            return self._given_fingerprint
+        return translator_fingerprint(self.translator)
+
+    @property
     def done(self) -> bool:
-        return self._received is not None and bool(self._received.all())
+        return self._received is not None and self._received_count == len(self._received)
 
     @property
     def received_tokens(self) -> int:
-        return 0 if self._received is None else int(self._received.sum())
+        return self._received_count
+
+    @property
+    def ready_tokens(self) -> int:
+        """How many leading tokens of the current message have arrived (chunks may come in any order)."""
+        return self._ready
 
     def _out_dim(self, h: PacketHeader) -> int:
         if not h.bottleneck:
@@ -189,15 +267,17 @@ class Decoder:
             raise ShapeError(f"packet carries {h.dim}-dim bottleneck latents; the translator's bottleneck is {cfg.bottleneck_dim}-dim")
         return cfg.target_dim
 
-    def _check_chunk(self, h: PacketHeader, out_dim: int, out_dtype: torch.dtype) -> bool:
-        """True when the packet starts a new message; raises ChunkError when it cannot join the current one."""
-        key = h.message_key()
-        if self._key is None or (key != self._key and self.done and not self._single_message):
+    def _starts_message(self, h: PacketHeader) -> bool:
+        return self._key is None or (h.message_key() != self._key and self.done and not self._single_message)
+
+    def _check_chunk(self, h: PacketHeader, starts: bool, out_dim: int, out_dtype: torch.dtype) -> None:
+        """Raise PacketTooLargeError for a new message over the cap, ChunkError for a chunk that cannot join the current one."""
+        if starts:
             size = h.batch * h.num_tokens * out_dim * max(out_dtype.itemsize, 4)  # fp32 intermediates
             if size > self.max_bytes:
                 raise PacketTooLargeError(f"decoded message of {size} bytes is over the cap of {self.max_bytes}")
-            return True
-        if key != self._key:
+            return
+        if h.message_key() != self._key:
             if self.done:
                 raise ChunkError(f"packet of message {h.message_id:#010x} after message {self._key[0]:#010x} was complete; decode() reads one message")
             raise ChunkError(
@@ -206,7 +286,6 @@ class Decoder:
             )
         if self._received[h.chunk_start : h.chunk_start + h.chunk_count].any():
             raise ChunkError(f"chunk [{h.chunk_start}, {h.chunk_start + h.chunk_count}) overlaps tokens already received")
-        return False
 
     def _values(self, h: PacketHeader, payload, out_dtype: torch.dtype) -> torch.Tensor:
         first, scales = decode_payload(h, payload)
@@ -235,21 +314,28 @@ class Decoder:
     def feed(self, packet) -> torch.Tensor:
         """Check and decode one packet; returns its tokens (B, chunk_count, D) and keeps them for ``result``."""
         h, payload = parse_packet(packet, self.max_bytes)
-        if self.fingerprint is not None and h.fingerprint != self.fingerprint:
+        starts = self._starts_message(h)
+        expected = self.fingerprint if starts else self._message_fingerprint
+        if expected is not None and h.fingerprint != expected:
             raise FingerprintMismatchError(
-                f"packet made for translator/target fingerprint {h.fingerprint.hex()}; this receiver holds {self.fingerprint.hex()}"
+                f"packet made for translator/target fingerprint {h.fingerprint.hex()}; this receiver holds {expected.hex()}"
             )
         out_dim = self._out_dim(h)
         out_dtype = self.dtype if self.dtype is not None else OUT_DTYPES[h.out_dtype]
-        new_message = self._check_chunk(h, out_dim, out_dtype)
+        self._check_chunk(h, starts, out_dim, out_dtype)
         chunk = self._values(h, payload, out_dtype)
-        if new_message:
-            self._key = h.message_key()
+        if starts:
+            self._key, self._message_fingerprint = h.message_key(), expected
             self._buffer = torch.empty(h.batch, h.num_tokens, out_dim, dtype=out_dtype, device=self.device)
-            self._received = torch.zeros(h.num_tokens, dtype=torch.bool)
+            self._received = np.zeros(h.num_tokens, dtype=bool)
+            self._received_count = self._ready = 0
             self.messages_started += 1
-        self._buffer[:, h.chunk_start : h.chunk_start + h.chunk_count] = chunk
-        self._received[h.chunk_start : h.chunk_start + h.chunk_count] = True
+        end = h.chunk_start + h.chunk_count
+        self._buffer[:, h.chunk_start : end] = chunk
+        self._received[h.chunk_start : end] = True
+        self._received_count += h.chunk_count
+        if h.chunk_start == self._ready:
+            self._ready = _first(self._received, False, end)
         return chunk
 
     def result(self) -> torch.Tensor:
@@ -257,8 +343,11 @@ class Decoder:
         if self._received is None:
             raise ChunkError("no packet received")
         if not self.done:
-            missing = (~self._received).nonzero().flatten().tolist()
-            raise ChunkError(f"message incomplete: {len(missing)} of {len(self._received)} tokens missing (first: {missing[:8]})")
+            total = len(self._received)
+            ranges = _missing_ranges(self._received, self._ready, _MISSING_RANGES_SHOWN)
+            shown = ", ".join(f"[{a}, {b})" for a, b in ranges)
+            more = ", ..." if _first(self._received, False, ranges[-1][1]) < total else ""
+            raise ChunkError(f"message incomplete: {total - self._received_count} of {total} tokens missing (tokens {shown}{more})")
         return self._buffer
 
 
@@ -272,21 +361,19 @@ def decode(
     device="cpu",
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> torch.Tensor:
-    """Packets of one message (any order; a single packet may be passed as bytes) -> (B, K, D) soft tokens.
+    """Packets of one message (any order; a single packet may be passed on its own) -> (B, K, D) soft tokens.
 
     Bottleneck packets need ``translator``. Every malformed, corrupted, mismatched or incomplete
-    input raises a ``WireFormatError`` subclass (see lw_runtime.wire).
+    input, and every object that is not a packet or an iterable of packets, raises a
+    ``WireFormatError`` subclass (see lw_runtime.wire). Packets are decoded as the iterable yields them.
     """
-    if isinstance(packets, (bytes, bytearray, memoryview)):
-        packets = [packets]
-    try:
-        packets = list(packets)
-    except TypeError as exc:
-        raise WireFormatError(f"packets must be bytes or an iterable of bytes, got {type(packets).__name__}") from exc
-    if not packets:
-        raise ChunkError("no packets to decode")
+    packets = iter_packets(packets)
     decoder = Decoder(translator=translator, fingerprint=fingerprint, dtype=dtype, target_rms=target_rms,
                       device=device, max_bytes=max_bytes, _single_message=True)
+    fed = False
     for packet in packets:
         decoder.feed(packet)
+        fed = True
+    if not fed:
+        raise ChunkError("no packets to decode")
     return decoder.result()
