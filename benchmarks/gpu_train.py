@@ -20,6 +20,15 @@ Peak memory: torch.cuda.max_memory_allocated per rank (reset per measurement); o
 peak RSS, which only grows. Target prompts use a byte tokenizer (3-4x the tokens of a real one).
 ``--compare`` takes a JSON from a run with fewer GPUs and adds scaling efficiency
 (samples/s ratio / GPU ratio) for measurements of the same name.
+FLOPs and MFU (``train.flops``): every timed step's model FLOPs are counted from the shapes it ran
+(hooks on the translator, the target's decoder and LM head, the InfoNCE projection; summed over
+ranks): frozen target forward + gradient to its activations only, LM head at the supervised
+positions only, translator forward + backward; the cached source costs nothing per step; the
+source encode counts its forward up to the layer read. Achieved TFLOP/s per GPU is the median over
+timed steps of step FLOPs / step time / GPUs; MFU divides it by the device's dense bf16 peak
+(``train.flops.BF16_DENSE_PEAK_TFLOPS``; an unknown device, the CPU included, gets no MFU and a
+note; ``--peak-tflops`` sets the peak instead). Activation checkpointing's recompute is not model
+work, so ac=on rows show a lower MFU for the same model FLOPs.
 Writes DIR/gpu_train.json and DIR/gpu_train.md (device, commit, date, command) from rank 0.
 """
 
@@ -42,9 +51,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lw_runtime.data import load_task  # noqa: E402
-from lw_runtime.source import encode_source  # noqa: E402
+from lw_runtime.source import encode_source, resolve_layer  # noqa: E402
 from train import distributed  # noqa: E402
 from train.config import parse_args as train_args  # noqa: E402
+from train.flops import DecoderShape, StepFlops, achieved, frozen_decoder_flops, peak_bf16_tflops, significant  # noqa: E402
 from train.loop import SourceCache, Trainer, truncate_blocks  # noqa: E402
 from train.provenance import commit  # noqa: E402
 from train.random_models import build_random  # noqa: E402
@@ -74,6 +84,10 @@ class RandomSourceCache:
         return hidden, torch.ones(len(examples), self.tokens, dtype=torch.bool, device=device)
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+
+
 def free(device):
     gc.collect()
     if device.type == "cuda":
@@ -81,19 +95,33 @@ def free(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def time_trainer(ctx, cfg, source, target, cache, examples, steps: int) -> dict:
-    """Build a Trainer (FSDP2 translator) and time ``steps`` optimizer steps after 2 untimed ones."""
+def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: float | None) -> dict:
+    """Build a Trainer (FSDP2 translator) and time ``steps`` optimizer steps after 2 untimed ones,
+    counting each step's model FLOPs (a target whose shape ``train.flops`` cannot read is timed
+    without them: ``flops_error``)."""
     torch.manual_seed(0)  # every measurement starts from the same translator: first losses must agree
     if hasattr(cache, "reset"):
         cache.reset()
     calib = cache.batch(examples[: min(64, len(examples))], ctx.device)
     trainer = Trainer(cfg, ctx, source, target, cache, calib)
-    records = []
+    try:
+        recorder, flops_error = StepFlops(trainer), None
+    except Exception as exc:  # noqa: BLE001 - the timing is still worth having
+        recorder, flops_error = None, f"{type(exc).__name__}: {exc}"
+    records, parts = [], []
     pos = 0
-    for step in range(steps + 2):
-        batch = [examples[(pos + i) % len(examples)] for i in range(cfg.batch_size)]
-        pos += cfg.batch_size
-        records.append(trainer.step(step + 1, batch))
+    try:
+        for step in range(steps + 2):
+            batch = [examples[(pos + i) % len(examples)] for i in range(cfg.batch_size)]
+            pos += cfg.batch_size
+            if recorder is not None:
+                recorder.reset()
+            records.append(trainer.step(step + 1, batch))
+            if recorder is not None:
+                parts.append(recorder.by_part())
+    finally:
+        if recorder is not None:
+            recorder.close()
     timed = records[2:]
     step_s = statistics.median(r["step_s"] for r in timed)
     out = {
@@ -105,9 +133,29 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int) -> dict:
         "peak_mem_gb_per_rank": [round(m / 1024, 2) for m in timed[-1]["peak_mem_mb"]],
         "loss_first_last": [round(records[0]["loss"], 4), round(records[-1]["loss"], 4)],
         "translator_params_m": round(sum(p.numel() for p in trainer.translator.parameters()) / 1e6, 2),
+        **(step_flops_fields(ctx, parts[2:], [r["step_s"] for r in timed], peak) if recorder is not None
+           else {"flops_error": flops_error}),
     }
     del trainer
     return out
+
+
+def step_flops_fields(ctx, parts: list[dict], step_s: list[float], peak: float | None) -> dict:
+    """Global FLOPs per timed step (each rank counted its share; summed in one collective, after the
+    timing), the median step's split by part, and the median of FLOPs / step time as TFLOP/s per GPU
+    and MFU."""
+    names = sorted(parts[0])
+    mine = [float(p[k]) for p in parts for k in names]
+    summed = [sum(col) for col in zip(*ctx.all_gather_floats(mine))]
+    steps = [dict(zip(names, summed[i * len(names) : (i + 1) * len(names)])) for i in range(len(parts))]
+    totals = [sum(p.values()) for p in steps]
+    middle = steps[totals.index(sorted(totals)[len(totals) // 2])]
+    rate = statistics.median(f / s for f, s in zip(totals, step_s))
+    return {
+        "tflop_per_step": significant(statistics.median(totals) / 1e12),
+        "tflop_per_step_by_part": {k: significant(v / 1e12) for k, v in middle.items()},
+        **achieved(rate, 1.0, ctx.world, device_name(ctx.device), peak),
+    }
 
 
 def measure(results, ctx, name, fn, budget_s):
@@ -155,9 +203,13 @@ def shape_runs(args, ctx, results):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
+        shape = DecoderShape.of(source.model, layers=resolve_layer(source.num_layers, source_layer))
+        flops = frozen_decoder_flops(shape, *states.mask.shape, head_rows=0, backward=False)
         return {"source_tokens": int(states.mask.sum(1)[0]), "batch_per_rank": len(texts),
                 "encode_ms_median": round(1000 * statistics.median(times), 2),
-                "samples_per_s_per_gpu": round(len(texts) / statistics.median(times), 2)}
+                "samples_per_s_per_gpu": round(len(texts) / statistics.median(times), 2),
+                "tflop_per_encode_per_rank": significant(flops / 1e12),
+                **achieved(flops, statistics.median(times), 1, device_name(dev), args.peak_tflops)}
 
     measure(results, ctx, f"source_encode {source_shape}", source_encode, args.budget_s)
     cache = RandomSourceCache(source.hidden_size, tokens)
@@ -171,7 +223,7 @@ def shape_runs(args, ctx, results):
             try:
                 measure(results, ctx, name, lambda: {"target": "sharded" if shard else "replicated", "activation_checkpointing": ac,
                                                        "global_batch": args.batch_size, "source_tokens": tokens,
-                                                       **time_trainer(ctx, cfg(shard=shard, ac=ac), source, target, cache, examples, args.steps)},
+                                                       **time_trainer(ctx, cfg(shard=shard, ac=ac), source, target, cache, examples, args.steps, args.peak_tflops)},
                         args.budget_s)
             finally:
                 undo()
@@ -202,7 +254,7 @@ def embedded_runs(args, ctx, results):
             try:
                 measure(results, ctx, f"embedded {cfg.preset} target=replicated ac={'on' if ac else 'off'}",
                         lambda: {"target": "replicated", "activation_checkpointing": ac, "global_batch": batch,
-                                 **time_trainer(ctx, cfg, source, target, cache, examples, args.steps)}, args.budget_s)
+                                 **time_trainer(ctx, cfg, source, target, cache, examples, args.steps, args.peak_tflops)}, args.budget_s)
             finally:
                 undo()
     finally:
@@ -210,14 +262,18 @@ def embedded_runs(args, ctx, results):
 
 
 def write(args, ctx, results, out: Path):
-    device = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    device = device_name(ctx.device)
+    peak = args.peak_tflops or peak_bf16_tflops(device)
     launcher = f"torchrun --nproc_per_node={ctx.world} " if "LOCAL_RANK" in os.environ and ctx.world > 1 else "python "
     report = {
         "device": device, "world_size": ctx.world, "commit": commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": launcher + " ".join([sys.argv[0], *sys.argv[1:]]),
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "total_s": round(time.time() - T0, 1), "results": results,
+        "total_s": round(time.time() - T0, 1), "peak_bf16_tflops": peak,
+        "peak_from": "--peak-tflops" if args.peak_tflops else "train.flops.BF16_DENSE_PEAK_TFLOPS",
+        **({} if peak else {"mfu_note": f"no dense bf16 peak known for {device!r}; MFU omitted"}),
+        "results": results,
     }
     if args.compare:
         base = {r["name"]: r for r in json.loads(Path(args.compare).read_text())["results"] if "samples_per_s" in r}
@@ -233,21 +289,28 @@ def write(args, ctx, results, out: Path):
         f"# Training throughput ({device}, {ctx.world} process(es))", "",
         f"commit {report['commit']}, {report['date']}, torch {report['torch']}, transformers {report['transformers']}", "",
         f"`{report['command']}`", "",
-        "| measurement | global batch | step ms (median) | samples/s | samples/s/GPU | tokens/s | peak GB per rank | scaling eff. | error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| measurement | global batch | step ms (median) | samples/s | samples/s/GPU | tokens/s | TFLOP/step | TFLOP/s/GPU | MFU "
+        "| peak GB per rank | scaling eff. | error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         eff = r.get("scaling_vs_compare", {}).get("efficiency", "")
         step = r.get("step_ms_median", r.get("encode_ms_median", ""))
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
         lines.append(f"| {r['name']} | {r.get('global_batch', r.get('batch_per_rank', ''))} | {step} | {r.get('samples_per_s', '')} | "
-                     f"{r.get('samples_per_s_per_gpu', '')} | {r.get('tokens_per_s', '')} | {r.get('peak_mem_gb_per_rank', '')} | {eff} | "
-                     f"{r.get('error', '')[:120]} |")
+                     f"{r.get('samples_per_s_per_gpu', '')} | {r.get('tokens_per_s', '')} | "
+                     f"{r.get('tflop_per_step', r.get('tflop_per_encode_per_rank', ''))} | {r.get('tflops_per_s_per_gpu', '')} | {mfu} | "
+                     f"{r.get('peak_mem_gb_per_rank', '')} | {eff} | {r.get('error', '')[:120]} |")
     timed = [r for r in results if "samples_per_s" in r and "target" in r and "embedded" not in r["name"]]
     if timed:
         best = max(timed, key=lambda r: r["samples_per_s"])
         firsts = [r["loss_first_last"][0] for r in timed]
         lines += ["", f"Fastest: {best['name']} ({best['samples_per_s']} samples/s).",
                   f"First-step loss of every variant (same seed and batch; replicated/sharded/AC must agree): {firsts}."]
+    lines += ["", f"MFU: model FLOPs (train/flops.py: matmuls from the padded shapes run, frozen target forward + gradient to "
+                  f"its activations, translator forward + backward, no recompute) per second per GPU over the dense bf16 peak, "
+                  + (f"{peak} TFLOP/s ({report['peak_from']})." if peak else f"unknown for {device}, so MFU is omitted.")
+                  + " The source encode row's TFLOP is per rank (one encode of its batch)."]
     if ctx.device.type == "cpu":
         lines += ["", "CPU: peak memory is the process's peak RSS, which never goes down between measurements."]
     (out / "gpu_train.md").write_text("\n".join(lines) + "\n")
@@ -266,6 +329,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-shapes", action="store_true", help="skip the 7B/8B-shaped measurements")
     p.add_argument("--budget-s", type=float, default=420.0, help="measurements starting later than this are skipped")
     p.add_argument("--compare", default="", help="gpu_train.json of a run with fewer GPUs: adds scaling efficiency")
+    p.add_argument("--peak-tflops", type=float, default=0.0,
+                   help="dense bf16 peak per GPU for MFU (0 = from the device name, train/flops.py's table)")
     args = p.parse_args(argv)
     if args.quick:
         args.batch_size, args.steps = 4, 2

@@ -1,0 +1,40 @@
+"""benchmarks/gpu_train.py's CPU dry run (--quick) reports FLOPs and MFU beside throughput.
+
+Run as a subprocess: the script starts a process group of one (torchrun's environment variables
+set in this process would make later tests think they run under torchrun)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PEAK = 0.01  # TFLOP/s: a CPU-sized peak, so the MFU path runs on a CPU
+
+
+def test_dry_run_reports_the_same_step_flops_for_every_layout_and_mfu_against_the_peak(tmp_path):
+    out = tmp_path / "gpu_train"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    run = subprocess.run([sys.executable, "benchmarks/gpu_train.py", "--quick", "--device", "cpu", "--out", str(out),
+                          "--peak-tflops", str(PEAK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "gpu_train.json").read_text())
+    assert report["peak_bf16_tflops"] == PEAK and report["peak_from"] == "--peak-tflops"
+    rows = report["results"]
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    encode = [r for r in rows if r["name"].startswith("source_encode")]
+    steps = [r for r in rows if "global_batch" in r and not r["name"].startswith("source_encode")]
+    assert len(encode) == 1 and encode[0]["tflop_per_encode_per_rank"] > 0 and len(steps) == 4
+    # replicated / sharded target, with or without checkpointing: the same batches, the same model work
+    assert len({r["tflop_per_step"] for r in steps}) == 1 and steps[0]["tflop_per_step"] > 0
+    for r in steps + encode:
+        assert abs(r["mfu"] - r["tflops_per_s_per_gpu"] / PEAK) <= 0.01 * r["mfu"], r
+    for r in steps:
+        parts = r["tflop_per_step_by_part"]
+        assert parts["target"] > 0 and parts["translator"] > 0
+        assert abs(sum(parts.values()) - r["tflop_per_step"]) <= 1e-3 * r["tflop_per_step"]
+    table = (out / "gpu_train.md").read_text()
+    assert "| TFLOP/step | TFLOP/s/GPU | MFU |" in table and "%" in table
