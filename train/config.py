@@ -29,6 +29,8 @@ class TrainConfig:
     target: str = _f(EMBEDDED_TARGET, "target model: embedded name, .gguf file, local folder or hub id")
     task: str = _f("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), arithmetic")
     eval_task: str = _f("", "task of the validation and test splits (empty = --task); another task measures generalisation")
+    data: str = _f("", "dataset for --task squad, hotpotqa or gsm8k: a .json/.jsonl/.parquet file in its release or HF layout, a folder of them, or a hub name; without --eval-data, validation and test come from its own validation split (folder, hub) or 1 in 20 articles/questions each held out of the file (lw_runtime/data/loaders.py)")
+    eval_data: str = _f("", "dataset of a squad/hotpotqa/gsm8k evaluation task, read from its validation split (a file: all of it) and dealt alternately to validation and test; needed when --eval-task is a dataset other than --task's")
     protocol: str = _f("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
     source_order: str = _f("passage_first", "what the source reads first: passage_first or question_first (a causal source that reads the question first can mark the asked fact in the passage's states); no effect in context, where the source reads no question, so one flag serves a whole ladder")
     wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
@@ -63,6 +65,10 @@ class TrainConfig:
     rms_match: bool = _f(True, "scale soft tokens to the RMS of the target's embedding table")
     infonce: bool = _f(True, "InfoNCE anti-collapse loss between pooled soft tokens and pooled source states")
     infonce_weight: float = _f(0.05, "weight of the InfoNCE loss (active from half the warmup)")
+    recon_steps: int = _f(0, "first N steps train only the reconstruction loss (a pretraining stage inside --steps), then the QA loss")
+    recon_weight: float = _f(0.0, "weight of the reconstruction loss beside the QA loss after --recon-steps (0 = QA alone)")
+    all_questions: bool = _f(False, "relay_qa:N training: each passage is asked about every fact in the same step (one source read per passage in context)")
+    recon_eval: int = _f(32, "validation passages scored for reconstruction (token accuracy, exact, fact recall) when it is on")
     kl_teacher: bool = _f(False, "KL to a teacher: the target reading the full text the bridge replaces")
     kl_weight: float = _f(0.5, "weight of the teacher KL")
     spell_weight: float = _f(0.0, "weight of the spelling loss (0 = off): the first soft tokens are pulled (cosine) toward the target's input embeddings of the answer's tokens, one token per soft token, so the bridge learns to carry an answer's form, not only its meaning; training answers only. The term is W x the sum over pulled pairs / the answer tokens (+ EOS) of the batch, like the cross-entropy, so the weight per pair is below W; 'spell' in metrics.jsonl is the mean 1 - cos per pair")
@@ -115,6 +121,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("--multi-words replaces words of wide answers; set --wide-answers too")
     if cfg.pseudo_words + cfg.multi_words > 1.0:
         raise ValueError(f"--pseudo-words + --multi-words is the chance a wide word is either; got {cfg.pseudo_words + cfg.multi_words:g} > 1")
+    if cfg.recon_steps < 0 or cfg.recon_weight < 0:
+        raise ValueError(f"--recon-steps and --recon-weight are >= 0, got {cfg.recon_steps} and {cfg.recon_weight:g}")
+    if cfg.recon_steps >= cfg.steps > 0:
+        raise ValueError(f"--recon-steps {cfg.recon_steps} leaves no QA step of --steps {cfg.steps}")
     if cfg.init_from:
         if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
             raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")
@@ -122,6 +132,24 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--wide-answers replaces relay_qa word values; task {cfg.task!r} has none")
     if cfg.wide_templates > 0 and not cfg.task.startswith("relay_"):
         raise ValueError(f"--wide-templates rewords relay-task sentences; task {cfg.task!r} has none")
+    from lw_runtime.data import DATASET_TASKS, check_source  # the dataset tasks, checked before any model loads
+
+    eval_task = cfg.eval_task or cfg.task
+    train_base, eval_base = cfg.task.partition(":")[0], eval_task.partition(":")[0]
+    datasets = "/".join(DATASET_TASKS)
+    if train_base in DATASET_TASKS and not cfg.data:
+        raise ValueError(f"--task {cfg.task} reads a dataset: pass --data PATH (a .json/.jsonl/.parquet file, a folder of them, or a hub name)")
+    if train_base not in DATASET_TASKS and cfg.data:
+        raise ValueError(f"--data is the dataset of a {datasets} task; task {cfg.task!r} is generated and reads no file")
+    if eval_base in DATASET_TASKS and not cfg.eval_data and eval_base != train_base:
+        raise ValueError(f"--eval-task {eval_task} reads a dataset and --task {cfg.task} is another task, so --data cannot serve: pass --eval-data PATH")
+    if eval_base not in DATASET_TASKS and cfg.eval_data:
+        raise ValueError(f"--eval-data is the dataset of a {datasets} evaluation task; evaluation task {eval_task!r} is generated and reads no file")
+    for flag, path in (("--data", cfg.data), ("--eval-data", cfg.eval_data)):
+        if path:
+            check_source(path, flag)
+    if cfg.protocol == "context" and "gsm8k" in (train_base, eval_base):
+        raise ValueError("--protocol context gives the source only the passage, and GSM8K has none (the problem is the question): use --protocol soft_only")
 
 
 def take_flag(flags: list[str], name: str) -> str | None:

@@ -39,7 +39,7 @@ from lw_runtime.metrics import breakdown
 from lw_runtime.protocols import answer_continuation, full_text_prompt, target_alone_prompt, target_prompt
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
-from . import distributed, losses
+from . import distributed, losses, questions, reconstruction
 from .checkpoint import Checkpointer
 from .config import TrainConfig, check_config, relay_augmentations
 from .provenance import lw_environment
@@ -186,67 +186,101 @@ class Trainer:
         self.trainable = list(translator.parameters()) + extra
         self.last_soft = None
 
-    def _micro_loss(self, examples, scale: float, infonce_on: bool):
+    def _micro_loss(self, examples, scale: float, infonce_on: bool, qa_on: bool = True, recon_w: float = 0.0,
+                    recon_scale: float = 0.0):
+        """Loss of this rank's share of one micro-batch of passages: the QA cross-entropy over every
+        row (one per question with --all-questions), the reconstruction of what each source read,
+        and the auxiliary terms. Sums are scaled per labelled token of the global batch."""
         cfg, ctx = self.cfg, self.ctx
-        hidden, mask = self.cache.batch(examples, ctx.device)
-        soft = self.translator(hidden, mask)
-        answers = [answer_continuation(e.answer) for e in examples]
-        inputs = losses.student_inputs(self.target, soft, [target_prompt(e, cfg.protocol) for e in examples], answers)
-        logits, labels = losses.answer_logits(self.target, inputs)
-        ce_sum = F.cross_entropy(logits, labels, reduction="sum")
-        loss = ce_sum * scale
-        sums = {"ce": float(ce_sum.detach()), "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0,
-                "target_tokens": float(inputs["attention_mask"].sum())}
-        if cfg.spell_weight > 0:
-            spell_sum, pairs = losses.spelling_loss(self.target, soft, answers)
-            # summed over pairs and scaled like the cross-entropy (per labelled token of the global batch)
-            loss = loss + cfg.spell_weight * spell_sum * scale
-            sums["spell"], sums["spell_pairs"] = float(spell_sum.detach()), float(pairs)
-        if cfg.kl_teacher:
-            kl_sum = losses.teacher_kl(logits, losses.teacher_logits(self.target, [full_text_prompt(e) for e in examples], answers)) * labels.numel()
-            loss = loss + cfg.kl_weight * kl_sum * scale
-            sums["kl"] = float(kl_sum.detach())
+        rows, owner = questions.expand(examples, cfg.all_questions)
+        shared = cfg.all_questions and cfg.protocol == "context"  # one source read per passage
+        encoded = examples if shared else rows
+        hidden, mask = self.cache.batch(encoded, ctx.device)
+        soft_encoded = self.translator(hidden, mask)
+        soft = soft_encoded[torch.tensor(owner, device=soft_encoded.device)] if shared else soft_encoded
+        sums = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0, "recon": 0.0, "target_tokens": 0.0}
+        loss = soft_encoded.sum() * 0.0
+        if qa_on:
+            answers = [answer_continuation(e.answer) for e in rows]
+            inputs = losses.student_inputs(self.target, soft, [target_prompt(e, cfg.protocol) for e in rows], answers)
+            logits, labels = losses.answer_logits(self.target, inputs)
+            ce_sum = F.cross_entropy(logits, labels, reduction="sum")
+            loss = loss + ce_sum * scale
+            sums["ce"], sums["target_tokens"] = float(ce_sum.detach()), float(inputs["attention_mask"].sum())
+            if cfg.spell_weight > 0:
+                spell_sum, pairs = losses.spelling_loss(self.target, soft, answers)
+                # summed over pairs and scaled like the cross-entropy (per labelled token of the global batch)
+                loss = loss + cfg.spell_weight * spell_sum * scale
+                sums["spell"], sums["spell_pairs"] = float(spell_sum.detach()), float(pairs)
+            if cfg.kl_teacher:
+                kl_sum = losses.teacher_kl(logits, losses.teacher_logits(self.target, [full_text_prompt(e) for e in rows], answers)) * labels.numel()
+                loss = loss + cfg.kl_weight * kl_sum * scale
+                sums["kl"] = float(kl_sum.detach())
+        if recon_w > 0:
+            r_logits, r_labels = reconstruction.reconstruction_logits(self.target, soft_encoded, encoded, cfg.protocol, cfg.source_order)
+            recon_sum = F.cross_entropy(r_logits, r_labels, reduction="sum")
+            loss = loss + recon_w * recon_sum * recon_scale
+            sums["recon"] = float(recon_sum.detach())
         if infonce_on:
-            pooled = distributed.all_gather_with_grad(soft.float().mean(1), ctx).unsqueeze(1)
+            pooled = distributed.all_gather_with_grad(soft_encoded.float().mean(1), ctx).unsqueeze(1)
             source_pooled = distributed.all_gather_no_grad(losses.pooled_source(hidden, mask), ctx)
             nce = losses.info_nce(pooled, source_pooled, self.projection)
             loss = loss + cfg.infonce_weight * nce / cfg.grad_accum
             sums["infonce"] = float(nce.detach()) / cfg.grad_accum
-        self.last_soft = soft.detach()
+        self.last_soft = soft_encoded.detach()
         return loss, sums
 
+    def stage_weights(self, step: int) -> tuple[bool, float]:
+        """(QA loss on, reconstruction weight) at ``step``: reconstruction alone for the first
+        --recon-steps steps, then QA with --recon-weight x reconstruction beside it."""
+        if step < self.cfg.recon_steps:
+            return False, 1.0
+        return True, self.cfg.recon_weight
+
     def step(self, step: int, batch: list) -> dict:
-        """One optimizer step on the global ``batch`` (the same list on every rank). Returns the
-        log record; ``record["skipped"]`` is set when the loss or gradient was not finite."""
+        """One optimizer step on the global ``batch`` of passages (the same list on every rank).
+        Returns the log record; ``record["skipped"]`` is set when the loss or gradient was not finite."""
         cfg, ctx = self.cfg, self.ctx
         started = time.perf_counter()
-        n_tokens = answer_token_count(self.target.tokenizer, [answer_continuation(e.answer) for e in batch])
-        scale = ctx.world / n_tokens
+        qa_on, recon_w = self.stage_weights(step)
+        rows, _ = questions.expand(batch, cfg.all_questions)
+        n_tokens = answer_token_count(self.target.tokenizer, [answer_continuation(e.answer) for e in rows]) if qa_on else 0
+        scale = ctx.world / n_tokens if qa_on else 0.0
+        encoded = batch if cfg.all_questions and cfg.protocol == "context" else rows
+        n_recon = reconstruction.token_count(
+            self.target.tokenizer, reconstruction.reconstruction_targets(encoded, cfg.protocol, cfg.source_order)
+        ) if recon_w > 0 else 0
+        recon_scale = ctx.world / n_recon if recon_w > 0 else 0.0
         infonce_on = cfg.infonce and step >= cfg.warmup // 2
         per_micro = cfg.batch_size // cfg.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0, "target_tokens": 0.0}
+        totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0, "recon": 0.0, "target_tokens": 0.0}
         for a in range(cfg.grad_accum):
             chunk = batch[a * per_micro : (a + 1) * per_micro]
-            loss, sums = self._micro_loss(chunk[ctx.rank * self.micro : (ctx.rank + 1) * self.micro], scale, infonce_on)
+            loss, sums = self._micro_loss(chunk[ctx.rank * self.micro : (ctx.rank + 1) * self.micro], scale, infonce_on,
+                                          qa_on, recon_w, recon_scale)
             loss.backward()
             for k in totals:
                 totals[k] += sums[k]
         distributed.sync_replicated_grads(self.trainable, ctx)
         peak = distributed.peak_memory_mb(ctx.device)
-        rows = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],
-                                      totals["spell_pairs"]])
-        ce = sum(r[0] for r in rows) / n_tokens
-        parts = {"ce": ce}
-        loss_value = ce
-        if cfg.kl_teacher:
-            parts["kl"] = sum(r[1] for r in rows) / n_tokens
-            loss_value += cfg.kl_weight * parts["kl"]
-        if cfg.spell_weight > 0:
-            # logged as the mean 1 - cos per pair; the optimised term is weight x sum / n_tokens
-            spell_sum = sum(r[4] for r in rows)
-            parts["spell"] = spell_sum / max(1.0, sum(r[5] for r in rows))
-            loss_value += cfg.spell_weight * spell_sum / n_tokens
+        rows_ = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],
+                                       totals["spell_pairs"], totals["recon"]])
+        parts, loss_value = {}, 0.0
+        if qa_on:
+            parts["ce"] = sum(r[0] for r in rows_) / n_tokens
+            loss_value += parts["ce"]
+            if cfg.kl_teacher:
+                parts["kl"] = sum(r[1] for r in rows_) / n_tokens
+                loss_value += cfg.kl_weight * parts["kl"]
+            if cfg.spell_weight > 0:
+                # logged as the mean 1 - cos per pair; the optimised term is weight x sum / n_tokens
+                spell_sum = sum(r[4] for r in rows_)
+                parts["spell"] = spell_sum / max(1.0, sum(r[5] for r in rows_))
+                loss_value += cfg.spell_weight * spell_sum / n_tokens
+        if recon_w > 0:
+            parts["recon"] = sum(r[6] for r in rows_) / n_recon
+            loss_value += recon_w * parts["recon"]
         if infonce_on:
             parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
             loss_value += cfg.infonce_weight * parts["infonce"]
@@ -273,8 +307,8 @@ class Trainer:
         record.update(
             step_s=round(step_s, 4),
             samples_per_s=round(cfg.batch_size / step_s, 2),
-            tokens_per_s=round(sum(r[2] for r in rows) / step_s, 1),
-            peak_mem_mb=[round(r[3], 1) for r in rows],
+            tokens_per_s=round(sum(r[2] for r in rows_) / step_s, 1),
+            peak_mem_mb=[round(r[3], 1) for r in rows_],
         )
         return record
 
@@ -352,18 +386,27 @@ def flush_denormal_is_on() -> bool:
     return bool((torch.tensor([1e-40], dtype=torch.float32) * 2.0).item() == 0.0)
 
 
+def dataset_keywords(cfg: TrainConfig, split: str) -> dict:
+    """load_task keywords pointing ``split``'s task at --data / --eval-data ({} for a generated task);
+    the rule, hold-out included, is lw_runtime.data.data_keywords."""
+    from lw_runtime.data import data_keywords
+
+    return data_keywords(cfg.task, cfg.eval_task, split, cfg.data, cfg.eval_data)
+
+
 def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     out = Path(cfg.out_dir)
     device = ctx.device
     translator_rng = torch.get_rng_state()  # the translator is initialised from here, as in one process
-    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **relay_augmentations(cfg))
+    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **relay_augmentations(cfg),
+                          **dataset_keywords(cfg, "train"))
     eval_task = cfg.eval_task or cfg.task
     # answers are compared only within one task family: an arithmetic result that happens to
     # equal a relay-QA age is no leak
     same_family = eval_task.split(":")[0] == cfg.task.split(":")[0] or (eval_task.startswith("relay") and cfg.task.startswith("relay"))
     compare_answers = same_family and eval_task.startswith("relay")
-    val_set = load_task(eval_task, "validation", cfg.val_examples, seed=cfg.seed)
-    test_set = load_task(eval_task, "test", cfg.test_examples, seed=cfg.seed)
+    val_set = load_task(eval_task, "validation", cfg.val_examples, seed=cfg.seed, **dataset_keywords(cfg, "validation"))
+    test_set = load_task(eval_task, "test", cfg.test_examples, seed=cfg.seed, **dataset_keywords(cfg, "test"))
     check_disjoint(train_set, val_set + test_set, compare_answers=compare_answers)
     check_disjoint(val_set, test_set, compare_answers=eval_task.startswith("relay"))
     # every rank encodes every example the same way, so source states are bitwise those of one process
@@ -407,6 +450,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
             "finished": done, "history": history, "best_acc": best["acc"], "best_step": best["step"], "seed": cfg.seed,
         }
 
+    recon_on = cfg.recon_steps > 0 or cfg.recon_weight > 0
+
+    def recon_metrics(examples) -> dict:
+        return reconstruction.reconstruction_metrics(target, translator, cache, examples[: cfg.recon_eval], cfg.protocol,
+                                                     cfg.source_order, device)
+
     bar = None
     if ctx.is_main and cfg.progress:
         from tqdm import tqdm
@@ -439,8 +488,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
             acc, _ = trainer.evaluate(val_set)
             record["val_acc"] = acc
             record["soft_cosine"] = losses.mean_pairwise_cosine(trainer.last_soft)
+            if recon_on:
+                record.update(recon_metrics(val_set))
             history.append((step + 1, acc))
-            if acc > best["acc"]:
+            if step + 1 <= cfg.recon_steps:
+                pass  # the reconstruction stage: QA is not trained yet, so it neither sets the best nor stops the run
+            elif acc > best["acc"]:
                 state = full_state(translator)
                 best = {"acc": acc, "step": step + 1, "state": state}
                 if ctx.is_main:
@@ -482,6 +535,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     )
     if ctx.is_main:
         final.save_pretrained(out / "translator")
+    test_recon = reconstruction.reconstruction_metrics(target, final, cache, test_set[: cfg.recon_eval], cfg.protocol,
+                                                       cfg.source_order, device) if recon_on else None
     summary = {
         "config": asdict(cfg),
         "environment": lw_environment(),
@@ -504,6 +559,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
         "samples": {"bridged": test_out[:5], "target_alone": alone_out[:5], "gold": [e.answer for e in test_set[:5]]},
         "test_breakdown": breakdown(test_set, test_out),
     }
+    if test_recon is not None:
+        summary["test_reconstruction"] = {**test_recon, "examples": min(len(test_set), cfg.recon_eval)}
     if cfg.baselines:
         if ctx.distributed and cfg.shard_target:
             summary["evaluation_skipped"] = (

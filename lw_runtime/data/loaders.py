@@ -17,6 +17,21 @@ Decisions:
   rewritten to match); SQuAD's first gold answer, all of them in meta["answers"]; unanswerable
   SQuAD v2 questions get answer "" and meta["is_impossible"] True unless `answerable_only`.
 - HotpotQA context paragraphs are flattened to "Title: sentence sentence ..." lines joined by "\n".
+
+Splits for training (`load_dataset_split`, what `--data` / `--eval-data` of train.fsdp read):
+- Training reads the train source whole if it is a file, else its "train" split. Evaluation reads
+  the evaluation source's "validation" split (a folder or hub name without one: its "test" split,
+  as GSM8K; a file: all of it) and deals its groups alternately to validation and test.
+- When evaluation and training read the same file (no `--eval-data`, or the same file again),
+  `hold_out` carves it instead: group i goes to test when i % 20 == 0, to validation when
+  i % 20 == 1, else to training (5% / 5% / 90%, by position, so the same file always splits alike
+  whatever the limits). A folder or hub name never needs this: its own splits serve.
+- A group is a SQuAD article (title; the passage when untitled), else a passage, else a question,
+  so no held-out article, passage or question is ever trained on; the splits are disjoint by
+  construction and the trainer's check_disjoint confirms it. Limits take the first n of a split.
+- Examples keep their ids (the record in its source) and are relabelled with the split they serve.
+- SQuAD v2's unanswerable questions are dropped here (`answerable_only` defaults to True): the
+  protocols have no way to abstain, and an empty gold answer would score every empty output.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -31,6 +47,7 @@ from typing import Any
 from .example import DatasetFormatError, Example, check_split
 
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+HELD_OUT_EVERY = 20  # hold_out: 1 group in 20 to test, 1 to validation
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "dev", "val", "valid"), "test": ("test",)}
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
@@ -309,3 +326,98 @@ def _hotpot_examples(path_or_name: str, split: str) -> Iterator[Example]:
 def load_hotpotqa(path_or_name: str, split: str = "validation", limit: int | None = None) -> list[Example]:
     """HotpotQA from its json list, HF-layout parquet/jsonl, a folder, or a hub name ("hotpotqa/hotpot_qa")."""
     return _take(_hotpot_examples(path_or_name, split), limit)
+
+
+# ---------------------------------------------------------------- splits for training
+
+LOADERS = {"gsm8k": load_gsm8k, "squad": load_squad, "hotpotqa": load_hotpotqa}
+DEFAULT_CONFIGS = {"gsm8k": "main", "squad": None, "hotpotqa": "distractor"}
+
+
+def check_source(path_or_name: str, what: str = "dataset") -> None:
+    """DatasetFormatError for a local path that does not exist; hub names are checked when read."""
+    if _is_local(path_or_name) and not Path(path_or_name).expanduser().exists():
+        raise DatasetFormatError(f"{path_or_name}: no such file or directory ({what})")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two sources are one local file (a folder or hub name has splits of its own)."""
+    if not (a and b and _is_local(a) and _is_local(b)):
+        return False
+    first, second = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return first == second and not first.is_dir()
+
+
+def _evaluation_split(path_or_name: str, task: str) -> str:
+    if not _is_local(path_or_name):
+        try:
+            import datasets
+        except ImportError:
+            return "validation"  # reading it raises the ImportError that says what to install
+        repo, _, config = path_or_name.partition(":")
+        names = datasets.get_dataset_split_names(repo, config or DEFAULT_CONFIGS[task])
+        for split in ("validation", "test"):
+            if split in names:
+                return split
+        raise DatasetFormatError(f"{path_or_name}: no 'validation' or 'test' split (found {list(names)})")
+    path = Path(path_or_name).expanduser()
+    if path.is_dir():
+        for split in ("validation", "test"):
+            try:
+                _split_files(path, split)
+                return split
+            except DatasetFormatError:
+                continue
+        raise DatasetFormatError(f"{path}: no .json/.jsonl/.parquet file for split 'validation' or 'test' "
+                                 f"(looked for names containing {SPLIT_ALIASES['validation'] + SPLIT_ALIASES['test']})")
+    return "validation"
+
+
+def _group_key(example: Example) -> str:
+    return example.meta.get("title") or example.passage or example.question
+
+
+def _deal(examples: list[Example], part_of_group) -> dict[str, list[Example]]:
+    """Examples by split, where group number g (in order of first appearance) goes to part_of_group(g)."""
+    numbers: dict[str, int] = {}
+    parts: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
+    for example in examples:
+        g = numbers.setdefault(_group_key(example), len(numbers))
+        parts[part_of_group(g)].append(example)
+    return parts
+
+
+def _held_out_part(g: int) -> str:
+    return {0: "test", 1: "validation"}.get(g % HELD_OUT_EVERY, "train")
+
+
+def _alternate_part(g: int) -> str:
+    return "validation" if g % 2 == 0 else "test"
+
+
+def load_dataset_split(task: str, path_or_name: str, split: str, limit: int | None = None,
+                       hold_out: bool = False, **kw) -> list[Example]:
+    """The `split` of dataset `task` as training uses it (module docstring, "Splits for training")."""
+    check_split(split)
+    if task not in LOADERS:
+        raise ValueError(f"unknown dataset task {task!r}; known: {', '.join(LOADERS)}")
+    if task == "squad":
+        kw.setdefault("answerable_only", True)
+    load = LOADERS[task]
+    if split == "train" and not hold_out:
+        examples = load(path_or_name, split="train", limit=limit, **kw)
+        if not examples:
+            raise DatasetFormatError(f"{path_or_name}: no training records")
+        return examples
+    if hold_out:
+        parts, rule = _deal(load(path_or_name, split="train", **kw), _held_out_part), (
+            f"holding out 1 group in {HELD_OUT_EVERY} each for test and validation")
+    else:
+        parts, rule = _deal(load(path_or_name, split=_evaluation_split(path_or_name, task), **kw), _alternate_part), (
+            "dealing groups alternately to validation and test")
+    if not parts[split]:
+        groups = "articles" if task == "squad" else "questions"
+        raise DatasetFormatError(f"{path_or_name}: no records for the {split} split after {rule}: the {task} "
+                                 f"data has too few {groups} ({sum(map(len, parts.values()))} records); "
+                                 f"use a larger file or a separate evaluation file")
+    return [replace(example, split=split) for example in _take(parts[split], limit)]

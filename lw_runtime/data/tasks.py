@@ -4,6 +4,13 @@ Names: "relay_qa" (all attributes), "relay_qa:4" (n_facts=4), "relay_code" / "re
 facts only), "relay_code2" / "relay_code3" (code facts with 2- or 3-digit codes), "arithmetic", and "gsm8k" / "squad" / "hotpotqa" with `path=` (a file, folder or hub
 name). For the real datasets `n` is a limit taking the first n records in file order (None for all)
 and `seed` is unused, so evaluation sets stay the same across runs; shuffling is the trainer's job.
+With `data=` (and `hold_out=`) instead, a dataset split is read the way the trainer reads it,
+validation and test held out or taken from an evaluation source (loaders.py, "Splits for
+training"); `data_keywords` turns train.fsdp's `--data` / `--eval-data` into those keywords.
+Protocols: SQuAD and HotpotQA have a passage and suit `context` (the target reads the question);
+`soft_only` works too and is harder (the soft tokens must carry the answer span). GSM8K has no
+passage, only the problem, so it is `soft_only` only, answered by the number after "####";
+train.config.check_config rejects it with `--protocol context` before any model loads.
 The relay-QA training augmentations `wide`, `wide_templates`, `pseudo_words` and `multi_words` pass through to `relay_qa`; any
 other task rejects them with a ValueError rather than a TypeError from deep inside its generator.
 """
@@ -11,11 +18,11 @@ other task rejects them with a ValueError rather than a TypeError from deep insi
 from __future__ import annotations
 
 from .arithmetic import arithmetic
-from .example import Example
-from .loaders import load_gsm8k, load_hotpotqa, load_squad
+from .example import Example, check_split
+from .loaders import LOADERS, load_dataset_split, same_file
 from .synthetic import relay_qa
 
-LOADERS = {"gsm8k": load_gsm8k, "squad": load_squad, "hotpotqa": load_hotpotqa}
+DATASET_TASKS = tuple(LOADERS)
 RELAY_AUGMENTATIONS = ("wide", "wide_templates", "pseudo_words", "multi_words")
 
 
@@ -39,8 +46,30 @@ def load_task(name: str, split: str, n: int | None, seed: int = 0, **kw) -> list
     if base == "arithmetic":
         return arithmetic(split, n, seed=seed, **kw)
     if base in LOADERS:
+        if "data" in kw:
+            return load_dataset_split(base, kw.pop("data"), split, n, **kw)
         if "path" not in kw:
-            raise ValueError(f"task {name!r} reads a dataset: pass path= (a local file, folder or hub name)")
+            raise ValueError(f"task {name!r} reads a dataset: pass path= or data= (a local file, folder or hub name)")
         return LOADERS[base](kw.pop("path"), split=split, limit=n, **kw)
     raise ValueError(f"unknown task {name!r}; known: relay_qa[:n], relay_code[:n], relay_code2, relay_code3, arithmetic, "
                      f"{', '.join(LOADERS)}")
+
+
+def data_keywords(task: str, eval_task: str, split: str, data: str, eval_data: str) -> dict:
+    """load_task keywords for `split` of a run training `task` on `data` and evaluating `eval_task`
+    (empty = `task`) on `eval_data`: {} for a generated task. Evaluation reads `eval_data`, else
+    `data` when the evaluation task is the training task; reading the very file training reads
+    holds part of it out (`hold_out`), so train, validation and test stay disjoint."""
+    check_split(split)
+    eval_task = eval_task or task
+    base = (task if split == "train" else eval_task).partition(":")[0]
+    if base not in LOADERS:
+        return {}
+    same_task = eval_task.partition(":")[0] == task.partition(":")[0]
+    eval_source = eval_data or (data if same_task else "")
+    source = data if split == "train" else eval_source
+    if not source:
+        flag = "--data" if split == "train" else "--eval-data"
+        raise ValueError(f"task {base!r} ({split}) reads a dataset and none was given: pass {flag} PATH "
+                         f"(a .json/.jsonl/.parquet file, a folder of them, or a hub name)")
+    return {"data": source, "hold_out": same_file(data, eval_source)}
