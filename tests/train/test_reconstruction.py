@@ -115,3 +115,19 @@ def test_translator_reads_each_passage_once_in_context_and_each_question_in_soft
     assert widths and all(rows > passages for passages, rows, _ in widths)  # several questions per passage
     read = [passages if protocol == "context" else rows for passages, rows, _ in widths]
     assert [w for _, _, w in widths] == read
+
+
+def test_prompt_tuning_baseline_trains_the_prompt_and_scores_like_the_bridge(models, tmp_path):
+    from lw_runtime.protocols import exact_match
+    from train.prompt_tuning import train_prompt
+
+    args = ["--source", models[0], "--target", models[1], "--preset", "tiny", "--task", "relay_code2", "--steps", "3",
+            "--batch-size", "4", "--warmup", "1", "--eval-every", "1", "--train-examples", "16", "--test-examples", "5",
+            "--max-new-tokens", "3", "--threads", "1", "--out-dir", str(tmp_path)]
+    summary = train_prompt(parse_args(args))
+    saved = json.loads((tmp_path / "prompt_tuning.json").read_text())
+    assert saved["soft_prompt_tokens"] == 8 and saved["test_examples"] == 5
+    assert len(saved["loss_curve"]) == 3 and all(loss > 0 for _, loss in saved["loss_curve"])
+    test = load_task("relay_code2", "test", 5, seed=0)
+    assert saved["correct"] == [exact_match(o, e.answer) for o, e in zip(saved["samples"]["outputs"], test)]
+    assert summary["test_acc"] == sum(saved["correct"]) / 5
