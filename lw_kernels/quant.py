@@ -13,6 +13,8 @@ Layout and rounding are defined in reference.py (the packer there is the bit-exa
 - The fused receiver kernel (`dequantize_rms_match`) keeps a whole row in registers (one program
   per row), so rows up to MAX_FUSED_DIM values; longer rows fall back to dequantize + torch.
 - The Triton path needs a power-of-two group_size >= 4 (tl.arange); others use the reference.
+- `target_rms` is checked by the reference's `row_targets` on every path (float, 1-element tensor,
+  or one value per row of shape packed.shape[:-1] or + (1,)), so the fallbacks accept the same.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from .reference import (
     fake_quant_ref,
     packed_row_bytes,
     quantize_ref,
+    row_targets,
 )
 
 MAX_FUSED_DIM = 16384
@@ -284,16 +287,15 @@ def dequantize_rms_match_triton(packed, scales, bits, group_size=32, target_rms=
     dim = _check_packed(packed, scales, bits, group_size, dim)
     if not _triton_group_ok(group_size) or dim > MAX_FUSED_DIM:
         return dequantize_rms_match_ref(packed, scales, bits, group_size, target_rms, dim, dtype, eps)
+    t = row_targets(target_rms, tuple(packed.shape[:-1]))  # the reference's rule, checked before any launch
     pc, sc = packed.contiguous(), scales.contiguous()
     rows = sc.numel() // (dim // group_size)
     out = torch.empty(*packed.shape[:-1], dim, dtype=dtype, device=packed.device)
-    if isinstance(target_rms, torch.Tensor):
-        t = target_rms.to(device=packed.device, dtype=torch.float32).reshape(-1)
-        if t.numel() not in (1, rows):
-            raise ValueError(f"target_rms must hold 1 or {rows} values, got {t.numel()}")
-        t_ptr, t_stride, t_value, has_t = t, (0 if t.numel() == 1 else 1), 0.0, True
+    if isinstance(t, torch.Tensor):
+        # 0-d: one value for every row (stride 0); else one per row, in packed's row-major row order
+        t_ptr, t_stride, t_value, has_t = t.to(packed.device).reshape(-1), (0 if t.dim() == 0 else 1), 0.0, True
     else:
-        t_ptr, t_stride, t_value, has_t = sc, 0, float(target_rms), False
+        t_ptr, t_stride, t_value, has_t = sc, 0, t, False
     groups_per_row = dim // group_size
     if num_warps is None:
         num_warps = 4 if dim <= 4096 else 8

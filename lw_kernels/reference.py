@@ -13,6 +13,9 @@ Decisions shared with the Triton kernels (they must agree bit for bit where the 
   INT6: two planes per group: a nibble plane of group_size/2 bytes holding the low 4 bits
   exactly as INT4 does, then a crumb plane of group_size/4 bytes, byte j holding the high 2 bits
   of c[4j + p] at bit 2p. Planes keep every load contiguous and every unpack a shift and a mask.
+- dequantize_rms_match's `target_rms` is a float, a 1-element tensor, or one value per row of shape
+  packed.shape[:-1] (or that shape + (1,)); `row_targets` checks it for both paths, so a per-row
+  vector can never be broadcast along the value axis (rows == dim would otherwise pass silently).
 - D % group_size != 0 raises ValueError (no padding: a padded packet would silently carry values
   the receiver never sent). INT4 needs an even group_size and INT6 one divisible by 4.
 - Gated cross-attention: masked keys get probability 0; a query row with no valid key outputs 0
@@ -21,6 +24,7 @@ Decisions shared with the Triton kernels (they must agree bit for bit where the 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -139,9 +143,38 @@ def dequantize_ref(packed, scales, bits: int, group_size: int = 32, dim: int | N
     return (q * scales.float().unsqueeze(-1)).reshape(codes.shape).to(dtype)
 
 
+def row_targets(target_rms, rows_shape: tuple[int, ...]):
+    """``target_rms`` of dequantize_rms_match as one value for every row, checked against the rows.
+
+    Accepted (the Triton path and this reference take exactly the same): a real number, any
+    1-element tensor (broadcast to every row), or one value per row as a tensor of shape
+    ``rows_shape`` (= packed.shape[:-1]) or ``(*rows_shape, 1)``. Returns a float, a 0-d fp32
+    tensor, or an fp32 tensor of shape ``rows_shape``. Anything else raises: a flat (rows,) vector
+    for batched rows, or a transposed one, would silently pair targets with the wrong rows.
+    """
+    if isinstance(target_rms, torch.Tensor):
+        if target_rms.dtype == torch.bool or target_rms.is_complex():
+            raise TypeError(f"target_rms must be a real tensor, got dtype {target_rms.dtype}")
+        if target_rms.numel() == 1:
+            return target_rms.float().reshape(())
+        shape = tuple(target_rms.shape)
+        if shape == tuple(rows_shape) or shape == (*rows_shape, 1):
+            return target_rms.float().reshape(rows_shape)
+        raise ValueError(
+            f"target_rms of shape {shape} does not fit rows of shape {tuple(rows_shape)}: pass a float, "
+            f"a 1-element tensor, or one value per row of shape {tuple(rows_shape)} or {(*rows_shape, 1)}"
+        )
+    if isinstance(target_rms, bool) or not isinstance(target_rms, numbers.Real):  # numpy scalars too
+        raise TypeError(f"target_rms must be a float or a tensor, got {type(target_rms).__name__}")
+    return float(target_rms)
+
+
 def dequantize_rms_match_ref(packed, scales, bits, group_size=32, target_rms=1.0, dim=None, dtype=torch.float32, eps=1e-6):
+    """dequantize, then each row (last dim) scaled to RMS t: y * t / sqrt(mean(y^2) + eps); t as in row_targets."""
     y = dequantize_ref(packed, scales, bits, group_size, dim, torch.float32)
-    t = target_rms.float() if isinstance(target_rms, torch.Tensor) else target_rms
+    t = row_targets(target_rms, tuple(y.shape[:-1]))
+    if isinstance(t, torch.Tensor):
+        t = t.to(y.device).unsqueeze(-1)
     return (y * (t / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + eps))).to(dtype)
 
 

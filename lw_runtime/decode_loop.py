@@ -5,6 +5,12 @@ Decisions:
   HF's order (repetition penalty, no-repeat n-gram; then temperature, top-k, top-p when sampling),
   with the generated ids as their ``input_ids`` (with ``inputs_embeds`` HF's ids start empty too).
   ``top_k`` defaults to the model's generation config (HF's default 50), as HF sampling does.
+- Repetition penalty and no-repeat n-grams see a row's generated tokens only, all of them, so a
+  row's output does not depend on how much left padding the batch gave it. transformers 5.x builds
+  its penalty with ``prompt_ignore_length`` = the row's padding, which with ``inputs_embeds`` (no
+  prompt ids) skips a padded row's first N *generated* tokens: its batched output then differs from
+  its own single-row output. Ours equals the single row; ``generate(runtime="hf")`` hands HF this
+  same processor (docs/runtime.md, "Repetition penalty and padding").
 - Finished rows (EOS or a stop string) emit the pad id, and the loop ends when every row has
   finished or ``max_new_tokens`` are made; output ids are trimmed to where HF would have stopped.
 - Nothing syncs with the device per step unless the consumer reads the tokens (streaming): the
@@ -27,12 +33,17 @@ from transformers.generation.logits_process import (
 )
 
 
+def repetition_penalty_processor(penalty: float) -> RepetitionPenaltyLogitsProcessor:
+    """HF's penalty over every id it is given (no ``prompt_ignore_length``): the generated tokens here."""
+    return RepetitionPenaltyLogitsProcessor(penalty=float(penalty))
+
+
 def logits_processors(*, do_sample: bool, temperature: float, top_p: float, top_k: int | None,
                       repetition_penalty: float, no_repeat_ngram_size: int) -> LogitsProcessorList:
     """HF's processors for these arguments, in the order HF's ``generate`` applies them."""
     procs = LogitsProcessorList()
     if repetition_penalty is not None and repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(penalty=repetition_penalty))
+        procs.append(repetition_penalty_processor(repetition_penalty))
     if no_repeat_ngram_size is not None and no_repeat_ngram_size > 0:
         procs.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
     if do_sample:

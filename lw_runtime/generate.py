@@ -12,20 +12,34 @@ Decisions:
 - One row of soft tokens with several texts is prefilled once and its KV copied into every row.
 - ``streamer=`` takes HF streamers (``TextIteratorStreamer``) on both paths; ``stream()`` yields
   text pieces without a thread on the static path.
+- Settings come from keywords, then ``generation_config=`` (a ``transformers.GenerationConfig``),
+  then generate()'s defaults (greedy, 32 new tokens, the tokenizer's EOS and pad; ``top_k`` from the
+  model's generation config, else 50): HF's precedence. A config field this module cannot honour
+  on both paths (beams, ``min_new_tokens``, ``max_length`` without ``max_new_tokens``, ...) raises
+  a ValueError naming it, unless it holds HF's default; ``bos_token_id`` is accepted and, as in HF
+  with ``inputs_embeds``, unused (the BOS is the tokenizer's). Both paths receive the same resolved
+  settings, so a config cannot select a path-dependent behaviour.
+- A row's output never depends on the batch's padding: repetition penalty and no-repeat n-grams see
+  its generated tokens only, on both paths (the HF path gets our penalty processor in place of
+  transformers 5.x's, whose ``prompt_ignore_length`` skips a padded row's first generated tokens).
 Soft tokens with NaN or Inf, or of the wrong width, raise a ``SoftTokenError`` naming the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 from collections.abc import Iterator
 
 import torch
+from transformers import GenerationConfig
+from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from .decode_loop import DecodeLoop, logits_processors
+from .decode_loop import DecodeLoop, logits_processors, repetition_penalty_processor
 from .models import LoadedModel
-from .packets import Decoder, decode
+from .packets import Decoder, decode, iter_packets
 from .runtime import StaticRuntime, UnsupportedModelError, cache_length, runtime_for
 from .source import encode_source
 from .wire import ChunkError
@@ -176,27 +190,19 @@ def _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, 
 
 
 def _ready_tokens(decoder: Decoder) -> int:
-    """How many leading soft tokens of the message have arrived (chunks may come in any order).
-
-    Reads the Decoder's per-token arrival mask: only a contiguous head can be prefilled, because
-    every token's keys depend on the tokens before it."""
-    received = decoder._received
-    if received is None:
-        return 0
-    missing = (~received).nonzero()
-    return int(missing[0]) if len(missing) else len(received)
+    """How many leading soft tokens of the message have arrived (chunks may come in any order):
+    only a contiguous head can be prefilled, because every token's keys depend on the tokens before it."""
+    return decoder.ready_tokens
 
 
 def _packet_chunks(target, packets, translator, dtype):
     """(batch, num_soft, iterator of soft-token chunks in token order) from packets as they arrive."""
-    if isinstance(packets, (bytes, bytearray, memoryview)):
-        packets = [packets]
-    packets = iter(packets)
+    packets = iter_packets(packets)
     decoder = Decoder(translator=translator, dtype=dtype, device=target.device, _single_message=True)
     first = next(packets, None)
     if first is None:
         raise ChunkError("no packets to decode")
-    decoder.feed(first)
+    check_soft_tokens(decoder.feed(first), target.hidden_size)  # before a KV cache is sized for the message
     batch, num_soft, _ = decoder._buffer.shape
 
     def chunks():
@@ -250,8 +256,72 @@ def _prefill(target, rt, batch: int, num_soft: int, chunks, texts, max_new_token
         rt.prefill_chunk(target.embed(ids.to(device)), mask.to(device))
 
 
+# generate()'s settings and their defaults; None here means "from the model / tokenizer" (see resolve_generation)
+GENERATION_DEFAULTS = {
+    "max_new_tokens": 32, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": None,
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "stop_strings": None, "eos_token_id": None,
+    "pad_token_id": None,
+}
+# GenerationConfig entries that carry no setting here: bookkeeping, and the BOS id, which HF too
+# leaves unused when generating from inputs_embeds (our rows get the tokenizer's BOS, bos_prefix).
+_CONFIG_IGNORED = frozenset({"transformers_version", "_from_model_config", "_commit_hash", "bos_token_id"})
+
+
+def _config_settings(config: GenerationConfig, max_new_tokens_given: bool) -> dict:
+    """The settings a GenerationConfig sets (fields left unset or at HF's default are skipped);
+    a ValueError names every set field generate() does not support."""
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"generation_config must be a transformers.GenerationConfig, got {type(config).__name__}")
+    hf_defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    settings, unsupported = {}, []
+    for key, value in config.to_diff_dict().items():
+        if key in _CONFIG_IGNORED or value is None:
+            continue
+        if key in GENERATION_DEFAULTS:
+            settings[key] = value
+        elif key == "max_length" and (max_new_tokens_given or config.max_new_tokens is not None):
+            continue  # HF: max_new_tokens takes precedence over max_length
+        elif value != hf_defaults.get(key, False):  # flags HF leaves out of its defaults (output_*) are off when unset
+            unsupported.append(f"{key}={value!r}")
+    if unsupported:
+        raise ValueError(
+            f"generation_config sets {', '.join(unsupported)}, which lw_runtime.generate does not support "
+            f"(it takes {', '.join(GENERATION_DEFAULTS)}; leave other fields unset or at their defaults)"
+            + ("; use max_new_tokens instead of max_length" if any(u.startswith("max_length=") for u in unsupported) else "")
+        )
+    return settings
+
+
+def resolve_generation(target: LoadedModel, generation_config: GenerationConfig | None = None, **kwargs) -> dict:
+    """Every generation setting, by HF's precedence: keywords that are not None, then the fields
+    ``generation_config`` sets, then GENERATION_DEFAULTS, whose None entries come from the model
+    (``top_k``: its generation config, else HF's 50) and the tokenizer (EOS, pad)."""
+    unknown = sorted(set(kwargs) - set(GENERATION_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown generation arguments {unknown}; known: {list(GENERATION_DEFAULTS)}")
+    settings = dict(GENERATION_DEFAULTS)
+    if generation_config is not None:
+        settings.update(_config_settings(generation_config, kwargs.get("max_new_tokens") is not None))
+    settings.update({k: v for k, v in kwargs.items() if v is not None})
+    if settings["top_k"] is None:
+        top_k = getattr(getattr(target.model, "generation_config", None), "top_k", None)
+        settings["top_k"] = 50 if top_k is None else top_k
+    tok = target.tokenizer
+    if settings["eos_token_id"] is None:
+        settings["eos_token_id"] = tok.eos_token_id
+    if settings["pad_token_id"] is None:
+        settings["pad_token_id"] = tok.pad_token_id
+    if isinstance(settings["stop_strings"], str):
+        settings["stop_strings"] = [settings["stop_strings"]]
+    for key in ("temperature", "top_p", "repetition_penalty"):  # HF's processors reject ints (temperature=2)
+        if isinstance(settings[key], int) and not isinstance(settings[key], bool):
+            settings[key] = float(settings[key])
+    return settings
+
+
 def _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, *, max_new_tokens, do_sample, temperature,
-                 top_p, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, generator, sync_every):
+                 top_p, top_k, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, pad_token_id,
+                 generator, sync_every):
     """Prefill on the static runtime and return the DecodeLoop that generates from there."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
@@ -264,21 +334,36 @@ def _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, *, m
         inputs = build_inputs(target, soft_tokens, texts, rows)
         rt.start(rows, cache_length(inputs["inputs_embeds"].shape[1] + max_new_tokens))
         rt.prefill_chunk(inputs["inputs_embeds"], inputs["attention_mask"])
-    tok = target.tokenizer
-    gc = getattr(target.model, "generation_config", None)
-    top_k = getattr(gc, "top_k", None)
-    processors = logits_processors(do_sample=do_sample, temperature=temperature, top_p=top_p,
-                                   top_k=50 if top_k is None else top_k, repetition_penalty=repetition_penalty,
-                                   no_repeat_ngram_size=no_repeat_ngram_size)
-    stop = StopStringCriteria(tokenizer=tok, stop_strings=stop_strings) if stop_strings else None
-    return DecodeLoop(rt, rt.prefill_logits(), max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                      eos_token_id=eos_token_id if eos_token_id is not None else tok.eos_token_id,
-                      processors=processors, do_sample=do_sample, stop_criteria=stop, generator=generator,
-                      sync_every=sync_every)
+    processors = logits_processors(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                                   repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    stop = StopStringCriteria(tokenizer=target.tokenizer, stop_strings=stop_strings) if stop_strings else None
+    return DecodeLoop(rt, rt.prefill_logits(), max_new_tokens=max_new_tokens, pad_token_id=pad_token_id,
+                      eos_token_id=eos_token_id, processors=processors, do_sample=do_sample, stop_criteria=stop,
+                      generator=generator, sync_every=sync_every)
+
+
+class _OwnPenaltyNotice(logging.Filter):
+    """Drops transformers' notice that a custom RepetitionPenaltyLogitsProcessor "takes precedence"
+    over its own: generate() passes that processor on purpose (see _hf_generate), the user did not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("RepetitionPenaltyLogitsProcessor" in message and "take precedence" in message)
+
+
+@contextlib.contextmanager
+def _quiet_own_penalty():
+    hf_logger, notice = logging.getLogger("transformers.generation.utils"), _OwnPenaltyNotice()
+    hf_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        hf_logger.removeFilter(notice)
 
 
 def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_new_tokens, do_sample, temperature,
-                 top_p, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, streamer, synced_gpus=False):
+                 top_p, top_k, repetition_penalty, no_repeat_ngram_size, stop_strings, eos_token_id, pad_token_id,
+                 streamer, synced_gpus=False):
     if packets is not None:
         soft_tokens = decode(packets, translator=translator, dtype=target.model.dtype, device=target.device)
         check_soft_tokens(soft_tokens, target.hidden_size)
@@ -293,19 +378,27 @@ def _hf_generate(target, soft_tokens, packets, translator, texts, rows, *, max_n
         do_sample=do_sample,
         repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size,
-        pad_token_id=target.tokenizer.pad_token_id,
-        eos_token_id=eos_token_id if eos_token_id is not None else target.tokenizer.eos_token_id,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
         synced_gpus=synced_gpus,
     )
+    penalty = repetition_penalty is not None and repetition_penalty != 1.0
+    if penalty:
+        # transformers 5.x builds this processor with prompt_ignore_length = each row's left padding,
+        # which with inputs_embeds skips a padded row's first generated tokens. A processor of the
+        # same class replaces HF's at HF's position in the list (its merge rule), so the order of
+        # processors is unchanged and the penalty sees every generated token, as the static path.
+        kwargs.update(logits_processor=LogitsProcessorList([repetition_penalty_processor(repetition_penalty)]))
     if do_sample:
-        kwargs.update(temperature=temperature, top_p=top_p)
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if stop_strings:
         kwargs.update(stop_strings=stop_strings, tokenizer=target.tokenizer)
     if streamer is not None:  # e.g. transformers.TextIteratorStreamer(target.tokenizer, skip_prompt=True)
         kwargs.update(streamer=streamer)
-    return target.model.generate(**kwargs)
+    with _quiet_own_penalty() if penalty else contextlib.nullcontext():
+        return target.model.generate(**kwargs)
 
 
 def generate(
@@ -317,14 +410,17 @@ def generate(
     source_texts: list[str] | None = None,
     texts: list[str] | None = None,
     packets=None,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    max_new_tokens: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
     stop_strings: list[str] | None = None,
     eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+    generation_config: GenerationConfig | None = None,
     source_max_tokens: int = 512,
     return_ids: bool = False,
     streamer=None,
@@ -345,12 +441,20 @@ def generate(
     collective); it takes HF's path, the static runtime holding whole weights. ``runtime_options``
     configure the static runtime (``StaticRuntime``'s keywords, e.g. ``{"graph_prefill": True}`` to
     replay each prefill shape as a CUDA graph, ``{"compile": True}``); the runtime is rebuilt when they change.
+
+    Generation settings (HF's meaning; a keyword left None is not given): ``max_new_tokens`` (32),
+    ``do_sample`` (False), ``temperature`` (1.0), ``top_p`` (1.0), ``top_k`` (the model's generation
+    config, else 50), ``repetition_penalty`` (1.0; over the generated tokens only), ``no_repeat_ngram_size``
+    (0), ``stop_strings``, ``eos_token_id`` / ``pad_token_id`` (the tokenizer's). ``generation_config``:
+    a ``transformers.GenerationConfig`` whose set fields replace these defaults and are replaced by
+    keywords; setting a field outside this list raises a ValueError naming it.
     """
+    args = resolve_generation(target, generation_config, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                              temperature=temperature, top_p=top_p, top_k=top_k,
+                              repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                              stop_strings=stop_strings, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, translator, source, source_texts, texts, packets, source_max_tokens)
     rt = select_runtime(target, runtime, synced_gpus, runtime_options)
-    args = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                stop_strings=stop_strings, eos_token_id=eos_token_id)
     with torch.no_grad():
         if rt is None:
             out = _hf_generate(target, soft_tokens, packets, translator, texts, rows, streamer=streamer,
@@ -410,15 +514,14 @@ def stream(target: LoadedModel, soft_tokens: torch.Tensor | None = None, **kwarg
     source_args = {k: kwargs.pop(k, None) for k in ("translator", "source", "source_texts", "texts", "packets")}
     source_max_tokens = kwargs.pop("source_max_tokens", 512)
     generator = kwargs.pop("generator", None)
+    generation_config = kwargs.pop("generation_config", None)
+    unknown = set(kwargs) - set(GENERATION_DEFAULTS)
+    if unknown:
+        raise TypeError(f"stream() got unexpected arguments {sorted(unknown)}")
+    args = resolve_generation(target, generation_config, **kwargs)
     soft_tokens, rows = _resolve_soft_tokens(target, soft_tokens, source_args["translator"], source_args["source"],
                                              source_args["source_texts"], source_args["texts"], source_args["packets"],
                                              source_max_tokens)
-    args = dict(max_new_tokens=32, do_sample=False, temperature=1.0, top_p=1.0, repetition_penalty=1.0,
-                no_repeat_ngram_size=0, stop_strings=None, eos_token_id=None)
-    unknown = set(kwargs) - set(args)
-    if unknown:
-        raise TypeError(f"stream() got unexpected arguments {sorted(unknown)}")
-    args.update(kwargs)
     with torch.no_grad():
         loop = _static_loop(target, rt, soft_tokens, source_args["packets"], source_args["translator"],
                             source_args["texts"], rows, generator=generator, sync_every=1, **args)

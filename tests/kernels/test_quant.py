@@ -92,13 +92,91 @@ def test_dequantize_rms_match_fused(bits, dtype, device, rel_rms):
     torch.testing.assert_close(rms, torch.full_like(rms, 0.03), rtol=1e-2 if dtype != torch.float32 else 1e-3, atol=0)
 
 
-def test_dequantize_rms_match_per_row_target(device, rel_rms):
-    x = _values((2, 3, 4096), torch.float32, device)
-    t = torch.rand(2, 3, device=device) + 0.5
-    packed, scales = quant.quantize_triton(x, 6)
-    out = quant.dequantize_rms_match_triton(packed, scales, 6, target_rms=t)
-    want = ref.dequantize_rms_match_ref(packed.cpu(), scales.cpu(), 6, target_rms=t.cpu().unsqueeze(-1))
-    assert rel_rms(out.cpu(), want) < 1e-6
+def _rms_match_paths(device):
+    """Every way dequantize_rms_match runs: the reference, the public op on this device, the Triton
+    launcher (the interpreter without a GPU) and the launcher's own fallbacks to the reference."""
+    return {
+        "reference": lambda pk, sc, *a, **k: ref.dequantize_rms_match_ref(pk.cpu(), sc.cpu(), *a, **k),
+        "public": lambda pk, sc, *a, **k: lw_kernels.dequantize_rms_match(pk.to(device), sc.to(device), *a, **k),
+        "triton": lambda pk, sc, *a, **k: quant.dequantize_rms_match_triton(pk.to(device), sc.to(device), *a, **k),
+    }
+
+
+def _expected_rms_match(x, bits, group_size, t, eps=1e-6):
+    """float64 spec, independent of the code under test: dequantized rows, row i scaled to RMS t[i]."""
+    pk, sc = ref.quantize_ref(x, bits, group_size)
+    y = ref.dequantize_ref(pk, sc, bits, group_size).double()
+    return pk, sc, y * (t.double().reshape(*x.shape[:-1], 1) / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + eps))
+
+
+# (shape, group_size): rows == dim (a (rows,) vector broadcast along values would pass the shape
+# check there), batched leading dims, one row, group sizes the Triton path takes and ones that send
+# the launcher to the reference (12: not a power of two; a row above MAX_FUSED_DIM).
+PER_ROW_CASES = [((3, 96), 32), ((96, 96), 32), ((40, 40), 8), ((2, 3, 96), 16), ((5, 7, 64), 64), ((1, 96), 32),
+                 ((7, 96), 12), ((24, 24), 12), ((2, 16416), 32)]
+
+
+@pytest.mark.parametrize("path", ["reference", "public", "triton"])
+@pytest.mark.parametrize("shape,group_size", PER_ROW_CASES, ids=[f"{s}-g{g}" for s, g in PER_ROW_CASES])
+@pytest.mark.parametrize("form", ["rows", "rows_1"])
+def test_per_row_target_rms_scales_each_row_to_its_own_target(shape, group_size, form, path, device):
+    bits = 6 if group_size % 4 == 0 else 8
+    x = _values(shape, torch.float32, "cpu")
+    t = torch.rand(shape[:-1]) + 0.5
+    pk, sc, want = _expected_rms_match(x, bits, group_size, t)
+    arg = t if form == "rows" else t.unsqueeze(-1)
+    out = _rms_match_paths(device)[path](pk, sc, bits, group_size, target_rms=arg.to(device)).cpu()
+    assert out.shape == shape
+    torch.testing.assert_close(out.double(), want, rtol=2e-6, atol=1e-7)
+    rms = out.double().pow(2).mean(-1).sqrt()
+    live = want.abs().amax(-1) > 0  # _values zeroes 32 values: a row of 24 or 32 zeros stays zero
+    assert live.sum() >= live.numel() - 1
+    torch.testing.assert_close(rms[live], t.double()[live], rtol=1e-3, atol=0)  # eps moves it by < 1e-3 here
+
+
+@pytest.mark.parametrize("path", ["reference", "public", "triton"])
+@pytest.mark.parametrize("target", [0.37, 2, "0-d", "1-element", "1x1"])
+@pytest.mark.parametrize("shape,group_size", [((3, 96), 32), ((96, 96), 32), ((7, 96), 12)])
+def test_one_target_rms_serves_every_row(shape, group_size, target, path, device):
+    bits = 6 if group_size % 4 == 0 else 8
+    x = _values(shape, torch.float32, "cpu")
+    value = 1.7 if isinstance(target, str) else target
+    arg = {"0-d": torch.tensor(value), "1-element": torch.tensor([value]), "1x1": torch.tensor([[value]])}.get(target, target)
+    if isinstance(arg, torch.Tensor):
+        arg = arg.to(device)
+    pk, sc, want = _expected_rms_match(x, bits, group_size, torch.full(shape[:-1], float(value)))
+    out = _rms_match_paths(device)[path](pk, sc, bits, group_size, target_rms=arg).cpu()
+    torch.testing.assert_close(out.double(), want, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("path", ["reference", "public", "triton"])
+@pytest.mark.parametrize("shape,group_size", [((3, 96), 32), ((96, 96), 32), ((2, 3, 96), 32), ((7, 96), 12)])
+def test_target_rms_of_another_shape_is_refused_on_every_path(shape, group_size, path, device):
+    """A target that does not name one value per row (or one for all) must raise, never broadcast."""
+    bits = 6 if group_size % 4 == 0 else 8
+    pk, sc = ref.quantize_ref(_values(shape, torch.float32, "cpu"), bits, group_size)
+    rows = shape[:-1]
+    bad = [torch.rand(*rows[:-1], rows[-1] + 1), torch.rand(*rows, 2), torch.rand(1, *rows), torch.rand(int(torch.tensor(rows).prod()) * 2)]
+    if len(rows) > 1:
+        bad += [torch.rand(*reversed(rows)), torch.rand(int(torch.tensor(rows).prod()))]  # transposed; flattened
+    if rows != (shape[-1],):
+        bad.append(torch.rand(shape[-1]))  # one value per column
+    run = _rms_match_paths(device)[path]
+    for t in bad:
+        with pytest.raises(ValueError, match="does not fit rows"):
+            run(pk, sc, bits, group_size, target_rms=t.to(device))
+    for t in ("1.0", None, torch.ones(rows, dtype=torch.bool)):
+        with pytest.raises(TypeError, match="target_rms"):
+            run(pk, sc, bits, group_size, target_rms=t)
+
+
+def test_reference_rejects_the_per_row_vector_the_issue_found():
+    """Issue 20, defect 4: (rows,) raised on CPU for 3x96 and was silently applied per column at 96x96."""
+    for rows in (3, 96):
+        pk, sc = lw_kernels.quantize(torch.randn(rows, 96), 6, 32)
+        t = torch.rand(rows) + 0.5
+        out = lw_kernels.dequantize_rms_match(pk, sc, 6, 32, t, 96)
+        torch.testing.assert_close(out.pow(2).mean(-1).sqrt(), t, rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize("bits", BITS)

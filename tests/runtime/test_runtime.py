@@ -161,13 +161,33 @@ def test_eos_stops_rows_and_pads_like_hf():
     assert (got[0, 4:] == 0).all()
 
 
+PENALTY_LENGTHS = [23, 1, 9, 2]  # left padding of 0, 22, 14 and 21 tokens in a batch of width 23
+
+
 @pytest.mark.filterwarnings("ignore:Passing `(repetition_penalty|no_repeat_ngram_size)` with `inputs_embeds`")
-def test_repetition_penalty_and_no_repeat_ngram_match_hf():
+@pytest.mark.parametrize("kw", [dict(repetition_penalty=1.3), dict(repetition_penalty=1.3, no_repeat_ngram_size=2),
+                                dict(repetition_penalty=0.7)], ids=["penalty", "penalty-ngram", "reward"])
+def test_repetition_penalty_rows_of_a_padded_batch_equal_their_single_row_output(kw):
+    """The penalty sees each row's generated tokens, however much padding the batch gave the row:
+    every row equals HF generate on that row alone (no padding), and HF on the batch equals it too
+    once given our processor (what generate(runtime="hf") passes; transformers 5.x's own skips a
+    padded row's first generated tokens)."""
+    from transformers.generation.logits_process import LogitsProcessorList
+
+    from lw_runtime.decode_loop import repetition_penalty_processor
+
     model = tiny_llama(seed=2)
-    embeds, mask = left_padded([6, 4], width=6)
-    kw = dict(repetition_penalty=1.3, no_repeat_ngram_size=2)
-    want = hf_greedy(model, embeds, mask, 14, **kw)
-    assert torch.equal(ours_greedy(StaticRuntime(model), embeds, mask, 14, **kw), want)
+    width = max(PENALTY_LENGTHS)
+    embeds, mask = left_padded(PENALTY_LENGTHS, width=width)
+    batched = ours_greedy(StaticRuntime(model), embeds, mask, 16, **kw)
+    assert not torch.equal(batched, ours_greedy(StaticRuntime(model), embeds, mask, 16))  # the penalty acts here
+    for i, n in enumerate(PENALTY_LENGTHS):
+        alone = hf_greedy(model, embeds[i : i + 1, width - n :], torch.ones(1, n, dtype=torch.long), 16, **kw)
+        assert torch.equal(batched[i : i + 1], alone), i
+        assert torch.equal(ours_greedy(StaticRuntime(model), embeds[i : i + 1, width - n :],
+                                       torch.ones(1, n, dtype=torch.long), 16, **kw), alone), i
+    ours_in_hf = LogitsProcessorList([repetition_penalty_processor(kw["repetition_penalty"])])
+    assert torch.equal(hf_greedy(model, embeds, mask, 16, logits_processor=ours_in_hf, **kw), batched)
 
 
 def test_sampling_with_a_seeded_generator_is_reproducible():
