@@ -12,6 +12,14 @@ Decisions:
 - A receiver given a translator or a fingerprint rejects packets with any other fingerprint;
   given neither it checks none (a generic relay or inspector).
 - A bad packet never changes a ``Decoder``'s state: every check runs before the chunk is written.
+- Host work per packet is one CRC pass, the header checks and one pass over the scales' bits
+  (numpy); nothing loops over rows or tokens in Python, and no torch CPU kernel scans the payload.
+  The payload then moves as one page-locked buffer (codes, then scales at a 16-byte boundary) in
+  one host-to-device copy, decoded by one dequantize launch that writes the output dtype: ``decode``
+  gathers a whole message's chunks into that buffer first (one copy and one launch per message),
+  ``Decoder.feed`` does it per chunk (it must return each chunk). The sender mirrors it: quantize on
+  the device, one device-to-host copy of codes, scales and the finiteness check, then one join per
+  packet with the CRC computed over the pieces (``seal_pieces``).
 - A receiver holding a translator checks each message against the translator's weights as they are
   when the message's first packet arrives (``translator_fingerprint`` notices any edit), so packets
   made for weights since changed are refused rather than projected with the new ones.
@@ -19,11 +27,14 @@ Decisions:
   (at most ``max_bytes``) and one byte per token of arrival mask (at most ``max_bytes / 4``), and
   finds missing or leading tokens by scanning that mask in place (numpy argmin/argmax, which
   allocate nothing), so a 70-byte packet declaring a 64 MiB message costs no more than the message.
+  ``decode`` holds the message's payload (at most half the cap; page-locked when decoding to a GPU)
+  instead of the decoded message until the last chunk has arrived.
 Left out: retransmission, multiple messages interleaved on one ``Decoder``, compression.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import secrets
 
@@ -38,6 +49,7 @@ from .wire import (
     FLAG_BOTTLENECK,
     OUT_DTYPE_CODES,
     OUT_DTYPES,
+    RAW_DTYPES,
     WIRE_BITS,
     ChunkError,
     FingerprintMismatchError,
@@ -49,14 +61,17 @@ from .wire import (
     TranslatorRequiredError,
     WireFormatError,
     _check_group,
-    chunk_payload,
-    decode_payload,
+    aligned,
+    check_payload,
+    chunk_pieces,
     encode_payload,
     is_bytes_like,
     packet_view,
+    packed_row_bytes,
     parse_packet,
+    payload_arrays,
     payload_bytes,
-    seal,
+    seal_pieces,
     translator_fingerprint,
 )
 
@@ -97,26 +112,25 @@ def encode_soft_tokens(
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     if bits != 16:
         _check_group(d, bits, group_size)
-    if not torch.isfinite(x).all():
-        raise NonFiniteValueError(f"{int((~torch.isfinite(x)).sum())} NaN/Inf values in the tensor to send")
     if b * k * d * 4 > max_bytes:
         raise PacketTooLargeError(f"a {b}x{k}x{d} message decodes to {b * k * d * 4} bytes, over the cap of {max_bytes}")
     step = k if chunk_tokens is None else min(chunk_tokens, k)
     if payload_bytes(b, step, d, bits, group_size) > max_bytes:
         raise PacketTooLargeError(f"chunks of {step} tokens exceed the {max_bytes}-byte payload cap; lower chunk_tokens")
     message_id = secrets.randbits(32) if message_id is None else message_id
-    codes, scales, raw_dtype = encode_payload(x, bits, group_size)
+    codes, scales, raw_dtype = encode_payload(x, bits, group_size)  # NonFiniteValueError for NaN/Inf
     out_dtype = OUT_DTYPE_CODES.get(x.dtype, 0)
     packets = []
     for start in range(0, k, step):
         count = min(step, k - start)
-        payload = chunk_payload(codes, scales, start, count)
+        pieces = chunk_pieces(codes, start, count) + (chunk_pieces(scales, start, count) if scales is not None else [])
         header = PacketHeader(
             bits=bits, group_size=0 if bits == 16 else group_size, raw_dtype=raw_dtype, out_dtype=out_dtype,
             flags=FLAG_BOTTLENECK if bottleneck else 0, batch=b, num_tokens=k, dim=d, chunk_start=start,
-            chunk_count=count, message_id=message_id, fingerprint=bytes(fingerprint), payload_len=len(payload),
+            chunk_count=count, message_id=message_id, fingerprint=bytes(fingerprint),
+            payload_len=sum(piece.nbytes for piece in pieces),
         )
-        packets.append(seal(header, payload))
+        packets.append(seal_pieces([header.pack(), *pieces]))
     return packets
 
 
@@ -198,6 +212,62 @@ def iter_packets(packets):
         raise PacketTypeError(f"packets must be a bytes-like packet or an iterable of them, got {type(packets).__name__}") from None
 
 
+class _Staged:
+    """A payload laid out for one host-to-device copy: the codes (B, T, row_bytes), or raw 16-bit
+    values, then at a 16-byte boundary the fp16 scales (B, T, G), in one host buffer (page-locked
+    when the receiver's device is a GPU). T is a whole message's tokens (``decode``: chunks are
+    copied in as they arrive, then one copy and one dequantize serve the message) or one chunk's.
+    Allocated by torch, not numpy: tracemalloc and the memory tests see only the arrival mask.
+    """
+
+    def __init__(self, h: PacketHeader, tokens: int, pinned: bool):
+        b, d = h.batch, h.dim
+        if h.bits == 16:
+            self.first_shape, self.scales_shape = (b, tokens, d), None
+            self.first_bytes = b * tokens * d * 2
+        else:
+            self.first_shape = (b, tokens, packed_row_bytes(d, h.bits))
+            self.scales_shape = (b, tokens, d // h.group_size)
+            self.first_bytes = b * tokens * self.first_shape[2]
+        self.offset = aligned(self.first_bytes)
+        scale_bytes = 0 if self.scales_shape is None else 2 * b * tokens * self.scales_shape[2]
+        self.host = torch.empty(self.offset + scale_bytes, dtype=torch.uint8, pin_memory=pinned)
+        memory = self.host.numpy()
+        first = memory[: self.first_bytes]
+        self.first = (first if h.bits != 16 else first.view(np.uint16)).reshape(self.first_shape)
+        self.scales = None if self.scales_shape is None else memory[self.offset :].view(np.uint16).reshape(self.scales_shape)
+
+    def put(self, start: int, first: np.ndarray, scales: np.ndarray | None) -> None:
+        """Copy one chunk's payload arrays (``payload_arrays``) in at token ``start``."""
+        count = first.shape[1]
+        self.first[:, start : start + count] = first
+        if scales is not None:
+            self.scales[:, start : start + count] = scales
+
+    def to(self, device: torch.device, raw_dtype: torch.dtype | None):
+        """(codes uint8 or raw values in raw_dtype, fp16 scales or None) on ``device``, from one copy."""
+        buffer = self.host if device.type == "cpu" else self.host.to(device, non_blocking=True)
+        first = buffer[: self.first_bytes]
+        first = (first if raw_dtype is None else first.view(raw_dtype)).view(self.first_shape)
+        if self.scales_shape is None:
+            return first, None
+        return first, buffer[self.offset :].view(torch.float16).view(self.scales_shape)
+
+
+def _surely_finite(h: PacketHeader, out_dtype: torch.dtype, peak: float, target_rms: float | None) -> bool:
+    """True when the checked payload bounds every decoded value inside ``out_dtype``'s range, so the
+    decoded values need no scan: |value| <= ``peak`` (check_payload; exact in fp32, whose products
+    of a code and an fp16 scale are exact), and after RMS matching |value| <= |t| sqrt(D) (one entry
+    holds at most all of its row's energy), with 1% for rounding. Bottleneck values pass through
+    ``translator.project`` and are always scanned."""
+    if h.bottleneck:
+        return False
+    if not out_dtype.is_floating_point:
+        return True
+    bound = peak if target_rms is None else abs(float(target_rms)) * math.sqrt(h.dim) * 1.01
+    return bound <= torch.finfo(out_dtype).max  # False for NaN
+
+
 class Decoder:
     """Streaming receiver: ``feed(packet)`` returns that chunk's soft tokens (B, chunk_count, D).
 
@@ -207,11 +277,13 @@ class Decoder:
     decodes into the dtype the sender's tensor had. ``target_rms`` rescales every soft token to that
     RMS (the quantized path does it in the fused ``lw_kernels.dequantize_rms_match``). ``max_bytes``
     caps the payload and the decoded message; the arrival mask adds one byte per token.
+    Each chunk costs one host-to-device copy and one dequantize launch (``decode`` instead gathers
+    the whole message first and pays one of each per message).
     """
 
     def __init__(self, *, translator=None, fingerprint: bytes | None = None, dtype: torch.dtype | None = None,
                  target_rms: float | None = None, device="cpu", max_bytes: int = DEFAULT_MAX_BYTES,
-                 _single_message: bool = False):
+                 _single_message: bool = False, _whole_message: bool = False):
         if fingerprint is not None:
             try:
                 fingerprint = bytes(packet_view(fingerprint))
@@ -225,10 +297,17 @@ class Decoder:
         self.translator = translator
         self._given_fingerprint = fingerprint
         self.dtype, self.target_rms, self.device, self.max_bytes = dtype, target_rms, torch.device(device), max_bytes
-        self._single_message = _single_message
+        self._pinned = self.device.type == "cuda"
+        self._single_message = _single_message or _whole_message
+        # _whole_message (decode): chunks are checked and staged as they arrive, decoded once in result()
+        self._whole_message = _whole_message
         self._key = None
         self._message_fingerprint = None  # what the current message's first packet was checked against
         self._buffer = None
+        self._staged = None  # _whole_message: the message's payload until result() decodes it
+        self._first_header = None
+        self._out_dtype = None
+        self._peak = 0.0
         self._received = None  # numpy bool per token of the current message
         self._received_count = 0
         self._ready = 0  # tokens [0, _ready) have all arrived
@@ -287,32 +366,45 @@ class Decoder:
         if self._received[h.chunk_start : h.chunk_start + h.chunk_count].any():
             raise ChunkError(f"chunk [{h.chunk_start}, {h.chunk_start + h.chunk_count}) overlaps tokens already received")
 
-    def _values(self, h: PacketHeader, payload, out_dtype: torch.dtype) -> torch.Tensor:
-        first, scales = decode_payload(h, payload)
+    def _values(self, h: PacketHeader, staged: _Staged, peak: float, out_dtype: torch.dtype) -> torch.Tensor:
+        """One host-to-device copy and one dequantize (fused with the RMS match) for everything staged."""
+        first, scales = staged.to(self.device, RAW_DTYPES[h.raw_dtype] if h.bits == 16 else None)
         rms_on_wire = self.target_rms if not h.bottleneck else None
+        dtype = torch.float32 if h.bottleneck else out_dtype  # the kernels write the output dtype directly
         if scales is None:
-            y = first.to(self.device)
-            y = _rms_match(y, rms_on_wire) if rms_on_wire is not None else y.float()
+            y = (_rms_match(first, rms_on_wire) if rms_on_wire is not None else first).to(dtype)
+        elif rms_on_wire is not None:
+            y = lw_kernels.dequantize_rms_match(first, scales, h.bits, h.group_size, float(rms_on_wire), h.dim, dtype)
         else:
-            codes, scales = first.to(self.device), scales.to(self.device)
-            if rms_on_wire is not None:
-                y = lw_kernels.dequantize_rms_match(codes, scales, h.bits, h.group_size, float(rms_on_wire), h.dim, torch.float32)
-            else:
-                y = lw_kernels.dequantize(codes, scales, h.bits, h.group_size, h.dim, torch.float32)
+            y = lw_kernels.dequantize(first, scales, h.bits, h.group_size, h.dim, dtype)
         if h.bottleneck:
             weight = next(self.translator.parameters())
             with torch.inference_mode():
                 y = self.translator.project(y.to(weight.device, weight.dtype)).to(self.device)
             if self.target_rms is not None:
                 y = _rms_match(y, self.target_rms)
-        out = y.to(out_dtype)
+            y = y.to(out_dtype)
         # Valid scales and values can still overflow: into fp16 (|value| > 65504), or through project.
-        if not torch.isfinite(out).all():
+        # amax of |y| is NaN or Inf exactly when some value is (one reduction, no bool tensor).
+        if not _surely_finite(h, out_dtype, peak, rms_on_wire) and not bool(torch.isfinite(y.abs().amax())):
             raise NonFiniteValueError(f"decoded values are not finite in {out_dtype} (overflow in the payload's range or in project)")
-        return out
+        return y
 
-    def feed(self, packet) -> torch.Tensor:
-        """Check and decode one packet; returns its tokens (B, chunk_count, D) and keeps them for ``result``."""
+    def _start(self, h: PacketHeader, expected: bytes | None, out_dim: int, out_dtype: torch.dtype) -> None:
+        self._key, self._message_fingerprint = h.message_key(), expected
+        if self._whole_message:
+            self._buffer = None
+            self._staged = _Staged(h, h.num_tokens, self._pinned)
+            self._first_header, self._out_dtype, self._peak = h, out_dtype, 0.0
+        else:
+            self._buffer = torch.empty(h.batch, h.num_tokens, out_dim, dtype=out_dtype, device=self.device)
+        self._received = np.zeros(h.num_tokens, dtype=bool)
+        self._received_count = self._ready = 0
+        self.messages_started += 1
+
+    def feed(self, packet) -> torch.Tensor | None:
+        """Check and decode one packet; returns its tokens (B, chunk_count, D) and keeps them for ``result``
+        (inside ``decode`` it only checks and stages the chunk, returns None, and ``result`` decodes)."""
         h, payload = parse_packet(packet, self.max_bytes)
         starts = self._starts_message(h)
         expected = self.fingerprint if starts else self._message_fingerprint
@@ -323,15 +415,22 @@ class Decoder:
         out_dim = self._out_dim(h)
         out_dtype = self.dtype if self.dtype is not None else OUT_DTYPES[h.out_dtype]
         self._check_chunk(h, starts, out_dim, out_dtype)
-        chunk = self._values(h, payload, out_dtype)
-        if starts:
-            self._key, self._message_fingerprint = h.message_key(), expected
-            self._buffer = torch.empty(h.batch, h.num_tokens, out_dim, dtype=out_dtype, device=self.device)
-            self._received = np.zeros(h.num_tokens, dtype=bool)
-            self._received_count = self._ready = 0
-            self.messages_started += 1
+        first, scales = payload_arrays(h, payload)
+        peak = check_payload(h, first, scales)
         end = h.chunk_start + h.chunk_count
-        self._buffer[:, h.chunk_start : end] = chunk
+        if self._whole_message:
+            if starts:
+                self._start(h, expected, out_dim, out_dtype)
+            self._staged.put(h.chunk_start, first, scales)
+            self._peak = max(self._peak, peak)
+            chunk = None
+        else:
+            staged = _Staged(h, h.chunk_count, self._pinned)
+            staged.put(0, first, scales)
+            chunk = self._values(h, staged, peak, out_dtype)
+            if starts:
+                self._start(h, expected, out_dim, out_dtype)
+            self._buffer[:, h.chunk_start : end] = chunk
         self._received[h.chunk_start : end] = True
         self._received_count += h.chunk_count
         if h.chunk_start == self._ready:
@@ -348,6 +447,9 @@ class Decoder:
             shown = ", ".join(f"[{a}, {b})" for a, b in ranges)
             more = ", ..." if _first(self._received, False, ranges[-1][1]) < total else ""
             raise ChunkError(f"message incomplete: {total - self._received_count} of {total} tokens missing (tokens {shown}{more})")
+        if self._staged is not None:
+            self._buffer = self._values(self._first_header, self._staged, self._peak, self._out_dtype)
+            self._staged = None
         return self._buffer
 
 
@@ -365,11 +467,15 @@ def decode(
 
     Bottleneck packets need ``translator``. Every malformed, corrupted, mismatched or incomplete
     input, and every object that is not a packet or an iterable of packets, raises a
-    ``WireFormatError`` subclass (see lw_runtime.wire). Packets are decoded as the iterable yields them.
+    ``WireFormatError`` subclass (see lw_runtime.wire). Packets are checked as the iterable yields
+    them and staged in one host buffer; once the message is complete it is copied to ``device`` and
+    dequantized in one launch. A server whose translator is frozen passes
+    ``fingerprint=translator_fingerprint(translator)`` (with ``translator=`` for bottleneck packets)
+    and so skips reading the weights for every message (docs/wire.md, "Fingerprint").
     """
     packets = iter_packets(packets)
     decoder = Decoder(translator=translator, fingerprint=fingerprint, dtype=dtype, target_rms=target_rms,
-                      device=device, max_bytes=max_bytes, _single_message=True)
+                      device=device, max_bytes=max_bytes, _whole_message=True)
     fed = False
     for packet in packets:
         decoder.feed(packet)

@@ -26,11 +26,17 @@ Decisions:
   chunk_count)`` of every row, so each chunk decodes on its own, on arrival.
 - The fingerprint names the translator (config + weights) and through its config the target:
   a packet made for another pair is rejected instead of decoded into plausible garbage. It is
-  cached per translator under a key read from the weights' bytes on every call (CRC32C of each
-  tensor, hardware instructions): torch's version counters miss writes through ``p.data`` or numpy
-  views, so nothing short of the content can tell that weights changed. Reading the key costs about
-  an eighth of the sha256 it saves (2.3 vs 17 ms for the embedded translator's 30 MB on the dev
-  CPU, 36 vs 265 ms for 470 MB); without google-crc32c's C library every call hashes in full.
+  cached per translator under a key read from the weights' content on every call: torch's version
+  counters miss writes through ``p.data`` or numpy views, so nothing short of the content can tell
+  that weights changed. Host weights are keyed by CRC32C (hardware instructions: an eighth of the
+  sha256 it saves, 2.3 vs 17 ms for the embedded translator's 30 MB on the dev CPU); weights on a
+  GPU by exact integer row sums computed there (``_device_content_key``), since a CRC would copy
+  every weight to the host on every message. Without google-crc32c's C library host weights are
+  hashed in full on every call.
+- The payload crosses between host and device as one buffer: ``encode_payload`` makes one
+  device-to-host transfer with one wait per message, the receiver (packets.py) one host-to-device
+  copy per message (per chunk when streaming), and payload checks read bit patterns with numpy
+  (``check_payload``) rather than running torch CPU kernels over the scales.
 - A packet is any flat, C-contiguous buffer of single bytes: ``bytes``, ``bytearray``, a
   ``memoryview`` or numpy array of ``uint8`` / ``int8`` (1-D, contiguous). Anything else, including
   strided or multi-dimensional views, wider dtypes, ``str`` and torch tensors, raises
@@ -246,11 +252,11 @@ def _native_crc32c():
     try:
         import google_crc32c
     except ImportError:
-        return None
-    return google_crc32c.value if google_crc32c.implementation == "c" else None
+        return None, None
+    return (google_crc32c.value, google_crc32c.extend) if google_crc32c.implementation == "c" else (None, None)
 
 
-_NATIVE_CRC32C = _native_crc32c()
+_NATIVE_CRC32C, _NATIVE_CRC32C_EXTEND = _native_crc32c()
 
 
 def crc32c(data) -> int:
@@ -275,6 +281,9 @@ def crc32c_reference(data) -> int:
 
 # ----------------------------------------------------------------------------- fingerprints
 _FINGERPRINT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_KEY_ROW = 1 << 16  # int16 words per row sum of the device content key
+_KEY_GROUP = 1 << 24  # int16 words per group of launches: int64 products of at most 128 MiB at a time
+_KEY_MULTIPLIERS: dict = {}  # device -> the row's fixed multipliers, int64 in [1, 2**31)
 
 
 def _tensor_bytes_view(t: torch.Tensor) -> np.ndarray:
@@ -282,23 +291,83 @@ def _tensor_bytes_view(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
+def _keyed_on_device(t: torch.Tensor) -> bool:
+    """Whether the cache key of this weight is computed where it lives (``_device_content_key``)."""
+    return t.is_cuda and t.element_size() >= 2
+
+
+def _device_content_key(tensors: list[torch.Tensor]) -> bytes:
+    """A content key of tensors on one accelerator, computed there: no copy of the weights to the host.
+
+    The bytes, in order, are read as int16 words h and cut into rows of 2**16 words; each row gives
+    the exact integer sum of h_i * r_i over the row, r_i fixed pseudo-random in [1, 2**31) (|h_i r_i|
+    < 2**46, so |sum| < 2**62: int64 holds it exactly in any summation order, no overflow). A change
+    of any one word changes its row's sum (r_i != 0); changes of several words in one row go unseen
+    only when they cancel exactly, about 1 in 2**31 for an arbitrary edit, as the CRC32C key's 2**-32.
+    Returns the row sums' bytes: 8 bytes per 128 KiB of weights, fetched with one synchronisation.
+    """
+    device = tensors[0].device
+    r = _KEY_MULTIPLIERS.get(device)
+    if r is None:
+        generator = torch.Generator().manual_seed(0x4C574B59)
+        r = _KEY_MULTIPLIERS[device] = torch.randint(1, 2**31, (_KEY_ROW,), generator=generator, dtype=torch.int64).to(device)
+    sums, group, grouped = [], [], 0
+
+    def add_rows(words: torch.Tensor) -> None:
+        full = words.numel() // _KEY_ROW * _KEY_ROW
+        if full:
+            sums.append((words[:full].view(-1, _KEY_ROW) * r).sum(1))
+        if full < words.numel():
+            sums.append((words[full:] * r[: words.numel() - full]).sum().reshape(1))
+
+    def flush() -> None:
+        nonlocal group, grouped
+        if group:
+            add_rows(torch.cat(group) if len(group) > 1 else group[0])  # small tensors: one launch for many
+        group, grouped = [], 0
+
+    for t in tensors:
+        words = t.detach().reshape(-1).view(torch.uint8).view(torch.int16)
+        if words.numel() >= _KEY_GROUP:
+            flush()
+            for start in range(0, words.numel(), _KEY_GROUP):
+                add_rows(words[start : start + _KEY_GROUP])
+            continue
+        if grouped + words.numel() > _KEY_GROUP:
+            flush()
+        group.append(words)
+        grouped += words.numel()
+    flush()
+    return torch.cat(sums).cpu().numpy().tobytes() if sums else b""
+
+
 def translator_fingerprint(translator) -> bytes:
     """First 8 bytes of sha256(b"LWIR-fingerprint-v1\\0" || config JSON || every state-dict tensor).
 
     The config JSON (sorted keys, compact separators) carries the target's name, width and RMS; the
     tensors are hashed in name order as ``name \\0 dtype \\0 shape \\0 raw bytes``. Cached per
-    translator under (config JSON, each tensor's name, dtype, shape and CRC32C of its bytes), read
-    afresh on every call: any change of the weights' content, by whatever route (``p.data.add_``,
+    translator under a key read afresh from the weights' content on every call: config JSON, each
+    tensor's name, dtype, shape and device, the CRC32C of each host tensor's bytes and, for weights
+    on a GPU, ``_device_content_key`` computed on that GPU (a CRC would copy every weight to the
+    host on every call). Any change of the weights' content, by whatever route (``p.data.add_``,
     ``load_state_dict``, an optimizer, ``module.to``, a numpy view), changes the key and rehashes,
-    except the one edit in 2**32 that leaves a tensor's CRC32C unchanged.
+    except an edit that leaves the key unchanged (about 1 in 2**31).
     """
     config = translator.config
     config_json = json.dumps(asdict(config) if is_dataclass(config) else dict(vars(config)), sort_keys=True, separators=(",", ":"))
     state = translator.state_dict()
     names = sorted(state)
-    if _NATIVE_CRC32C is None:  # a numpy CRC is slower than sha256 itself: no cache
+    on_device = [n for n in names if _keyed_on_device(state[n])]
+    on_host = [n for n in names if not _keyed_on_device(state[n])]
+    if _NATIVE_CRC32C is None and on_host:  # a numpy CRC is slower than sha256 itself: no cache
         return _fingerprint_digest(config_json, names, state)
-    key = (config_json, tuple((n, state[n].dtype, tuple(state[n].shape), _NATIVE_CRC32C(_tensor_bytes_view(state[n]))) for n in names))
+    devices = sorted({state[n].device for n in on_device}, key=str)
+    key = (
+        config_json,
+        tuple((n, state[n].dtype, tuple(state[n].shape), state[n].device) for n in names),
+        tuple(_NATIVE_CRC32C(_tensor_bytes_view(state[n])) for n in on_host),
+        tuple(_device_content_key([state[n] for n in on_device if state[n].device == d]) for d in devices),
+    )
     cached = _FINGERPRINT_CACHE.get(translator)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -502,58 +571,129 @@ def validate_header(h: PacketHeader, max_bytes: int = DEFAULT_MAX_BYTES, reserve
 
 
 # ----------------------------------------------------------------------------- payload
+STAGING_ALIGN = 16  # byte offset of each array in a host staging buffer: fp16 views need even offsets, wide loads 16
+_FP16_MAX_BITS = 0x7BFF  # 65504: every fp16 bit pattern above it is Inf, NaN or has the sign bit set
+_NEGATIVE_ZERO_BITS = 0x8000
+_EXPONENT_BITS = {1: 0x7C00, 2: 0x7F80}  # RAW_DTYPES code -> exponent field (all ones: Inf or NaN)
+
+
 def _require_little_endian() -> None:
     if sys.byteorder != "little":
         raise NotImplementedError("LatentWire packets are little-endian; big-endian hosts are not supported")
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+def aligned(nbytes: int) -> int:
+    """``nbytes`` rounded up to a multiple of STAGING_ALIGN."""
+    return -(-nbytes // STAGING_ALIGN) * STAGING_ALIGN
 
 
-def encode_payload(values: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Quantize (or cast) once for the whole message: (codes or raw values as uint8 (B, K, row_bytes), scales or None, raw code)."""
+def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """uint8 (or bool) tensors -> numpy arrays of the same shapes on the host, with one synchronisation.
+
+    CPU tensors are viewed, not copied. CUDA ones are copied into one page-locked buffer (torch's
+    pinned-memory cache makes that an allocation-free reuse after the first call), every copy
+    queued before a single wait, so a message costs one round trip however many arrays it has.
+    """
+    if not tensors[0].is_cuda:
+        return [t.contiguous().cpu().numpy() for t in tensors]
+    offsets, total = [], 0
+    for t in tensors:
+        offsets.append(total)
+        total += aligned(t.numel())
+    host = torch.empty(total, dtype=torch.uint8, pin_memory=True)
+    views = []
+    for t, offset in zip(tensors, offsets):
+        view = host[offset : offset + t.numel()].view(t.shape)
+        view.copy_(t, non_blocking=True)
+        views.append(view)
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return [v.numpy() for v in views]
+
+
+def encode_payload(values: torch.Tensor, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Quantize (or cast) the whole message once and bring it to the host.
+
+    Returns (codes, or raw 16-bit values, as uint8 (B, K, row_bytes); fp16 scales as uint8
+    (B, K, 2 * D / group_size), or None at 16 bits; RAW_DTYPES code). The finiteness checks are
+    reductions on the tensor's device (amax of |x| is NaN or Inf exactly when some value is; it is
+    cheaper than isfinite's bool tensor), fetched with the payload in one transfer.
+    ``NonFiniteValueError`` for NaN/Inf values or an fp16 overflow.
+    """
     _require_little_endian()
+    values = values.detach()
+    finite = [torch.isfinite(values.abs().amax())]
     if bits == 16:
         raw = torch.bfloat16 if values.dtype == torch.bfloat16 else torch.float16
-        cast = values.to(raw)
-        if not torch.isfinite(cast).all():
-            raise NonFiniteValueError("values overflow fp16 (|x| > 65504); send bf16 or quantize instead")
-        return cast.contiguous().view(torch.uint8), None, RAW_DTYPE_CODES[raw]
-    from lw_kernels import quantize
+        cast = values.to(raw).contiguous()
+        finite.append(torch.isfinite(cast.abs().amax()))
+        arrays, raw_code = [cast.view(torch.uint8)], RAW_DTYPE_CODES[raw]
+    else:
+        from lw_kernels import quantize
 
-    packed, scales = quantize(values, bits, group_size)
-    return packed, scales, 0
-
-
-def chunk_payload(codes: torch.Tensor, scales: torch.Tensor | None, start: int, count: int) -> bytes:
-    """Payload of tokens [start, start + count): all rows' codes, then all rows' scales."""
-    payload = _tensor_bytes(codes[:, start : start + count])
-    if scales is not None:
-        payload += _tensor_bytes(scales[:, start : start + count])
-    return payload
+        packed, scales = quantize(values, bits, group_size)
+        arrays, raw_code = [packed, scales.view(torch.uint8)], 0
+    finite, *host = _to_host([torch.stack(finite).view(torch.uint8), *arrays])
+    if not finite[0]:
+        raise NonFiniteValueError(f"{int((~torch.isfinite(values)).sum())} NaN/Inf values in the tensor to send")
+    if bits == 16 and not finite[1]:
+        raise NonFiniteValueError("values overflow fp16 (|x| > 65504); send bf16 or quantize instead")
+    return host[0], (host[1] if bits != 16 else None), raw_code
 
 
-def decode_payload(h: PacketHeader, payload: memoryview) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Payload -> (codes uint8 (B, c, row_bytes), fp16 scales (B, c, G)) or (raw values (B, c, D), None), on the CPU.
+def chunk_pieces(array: np.ndarray, start: int, count: int) -> list[np.ndarray]:
+    """Tokens [start, start + count) of every row of a (B, K, n) array, as contiguous pieces in payload order."""
+    if start == 0 and count == array.shape[1]:
+        return [array]
+    return [row[start : start + count] for row in array]
 
-    Scales must be finite and non-negative; 16-bit values finite.
-    """
+
+def seal_pieces(pieces) -> bytes:
+    """header || payload pieces || CRC32C of them, with one copy of the bytes (the join)."""
+    if _NATIVE_CRC32C is not None:  # the fallback has no incremental form here: it joins first
+        crc = 0
+        for piece in pieces:
+            crc = _NATIVE_CRC32C_EXTEND(crc, piece)
+        return b"".join([*pieces, crc.to_bytes(CRC_SIZE, "little")])
+    return seal_body(b"".join(pieces))
+
+
+def payload_arrays(h: PacketHeader, payload) -> tuple[np.ndarray, np.ndarray | None]:
+    """Views (no copy) of a parsed packet's payload: codes uint8 (B, c, row_bytes) and the scales'
+    fp16 bits as uint16 (B, c, G); or the raw 16-bit values' bits as uint16 (B, c, D) and None."""
     _require_little_endian()
     b, c, d = h.batch, h.chunk_count, h.dim
     if h.bits == 16:
-        values = torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(RAW_DTYPES[h.raw_dtype]).view(b, c, d)
-        if not torch.isfinite(values).all():
-            bad = int((~torch.isfinite(values)).sum())
-            raise NonFiniteValueError(f"{bad} NaN/Inf values in a 16-bit payload")
-        return values, None
-    row = packed_row_bytes(d, h.bits)
-    split = b * c * row
-    codes = torch.frombuffer(bytearray(payload[:split]), dtype=torch.uint8).view(b, c, row)
-    scales = torch.frombuffer(bytearray(payload[split:]), dtype=torch.uint8).view(torch.float16).view(b, c, d // h.group_size)
-    if not torch.isfinite(scales).all():
-        bad = int((~torch.isfinite(scales)).sum())
-        raise NonFiniteScaleError(f"{bad} NaN/Inf quantization scales")
-    if (scales < 0).any():
-        raise NegativeScaleError(f"{int((scales < 0).sum())} negative quantization scales")
-    return codes, scales
+        return np.frombuffer(payload, dtype=np.uint16).reshape(b, c, d), None
+    split = b * c * packed_row_bytes(d, h.bits)
+    codes = np.frombuffer(payload, dtype=np.uint8, count=split).reshape(b, c, -1)
+    return codes, np.frombuffer(payload, dtype=np.uint16, offset=split).reshape(b, c, d // h.group_size)
+
+
+def check_payload(h: PacketHeader, first: np.ndarray, scales: np.ndarray | None) -> float:
+    """Step 7 of docs/wire.md on the payload's bits, one pass over the scales (or 16-bit values):
+    scales finite and non-negative (-0.0 allowed), 16-bit values finite.
+
+    Returns the largest magnitude any value of the payload decodes to, before rescaling:
+    2**(bits-1) x the largest scale (code 0 decodes to -2**(bits-1) x scale), or the largest |value|.
+    Non-negative fp16 bit patterns sort like their values, so one integer max finds both the
+    largest scale and, when it is above 65504's pattern, that something is wrong.
+    """
+    if scales is None:
+        exponent = _EXPONENT_BITS[h.raw_dtype]
+        magnitude = np.bitwise_and(first, 0x7FFF)
+        top = int(magnitude.max())
+        if top >= exponent:
+            raise NonFiniteValueError(f"{int((magnitude >= exponent).sum())} NaN/Inf values in a 16-bit payload")
+        if h.raw_dtype == 1:
+            return float(np.uint16(top).view(np.float16))
+        return float(np.uint32(top << 16).view(np.float32))
+    top = int(scales.max())
+    if top > _FP16_MAX_BITS:
+        bad = int((np.bitwise_and(scales, 0x7C00) == 0x7C00).sum())
+        if bad:
+            raise NonFiniteScaleError(f"{bad} NaN/Inf quantization scales")
+        negative = int((scales > _NEGATIVE_ZERO_BITS).sum())
+        if negative:
+            raise NegativeScaleError(f"{negative} negative quantization scales")
+        top = int(np.where(scales == _NEGATIVE_ZERO_BITS, 0, scales).max())
+    return 2 ** (h.bits - 1) * float(np.uint16(top).view(np.float16))

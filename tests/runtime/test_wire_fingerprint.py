@@ -144,3 +144,60 @@ def test_without_the_native_crc_every_call_hashes_and_follows_edits(monkeypatch)
     assert before == spec_fingerprint(tr)
     tr.out_proj.weight.data.add_(1e-3)
     assert translator_fingerprint(tr) == spec_fingerprint(tr) != before
+
+
+@pytest.fixture
+def device_key_everywhere(monkeypatch):
+    """Weights on a GPU are keyed by ``_device_content_key`` where they live; on the CPU here its torch
+    ops run unchanged (the sums are exact integers, so the device does not change them)."""
+    monkeypatch.setattr(wire, "_keyed_on_device", lambda t: t.element_size() >= 2)
+    monkeypatch.setattr(wire, "_KEY_ROW", 64)  # several rows, groups and slices even for TINY
+    monkeypatch.setattr(wire, "_KEY_GROUP", 1000)
+    monkeypatch.setattr(wire, "_KEY_MULTIPLIERS", {})
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_every_weight_edit_changes_the_device_keyed_fingerprint_too(device_key_everywhere, edit):
+    tr = make_translator()
+    before = translator_fingerprint(tr)
+    assert before == spec_fingerprint(tr) == translator_fingerprint(tr)
+    EDITS[edit](tr)
+    assert translator_fingerprint(tr) == spec_fingerprint(tr) != before, edit
+
+
+def test_the_device_key_sees_any_one_word_change_and_nothing_else(device_key_everywhere):
+    torch.manual_seed(3)
+    tensors = [torch.randn(n, dtype=torch.bfloat16) for n in (5, 2500, 640, 1, 4096)]  # rows, tails, groups, slices
+    key = wire._device_content_key(tensors)
+    assert wire._device_content_key([t.clone() for t in tensors]) == key
+    for t in tensors:
+        words = t.view(torch.int16)
+        for i in {0, len(words) // 2, len(words) - 1}:
+            for bit in (0, 7, 15):
+                words[i] ^= 1 << bit if bit < 15 else -(1 << 15)
+                assert wire._device_content_key(tensors) != key, (t.numel(), i, bit)
+                words[i] ^= 1 << bit if bit < 15 else -(1 << 15)
+    assert wire._device_content_key(tensors) == key
+
+
+def test_unchanged_device_weights_are_not_rehashed(device_key_everywhere, monkeypatch):
+    digests = []
+    real = wire._fingerprint_digest
+    monkeypatch.setattr(wire, "_fingerprint_digest", lambda *a: digests.append(1) or real(*a))
+    monkeypatch.setattr(wire, "_NATIVE_CRC32C", None)  # every float tensor is device-keyed: no CRC needed
+    tr = make_translator()
+    for _ in range(3):
+        translator_fingerprint(tr)
+    assert len(digests) == 1
+    tr.out_proj.weight.data.add_(1e-3)
+    assert translator_fingerprint(tr) == spec_fingerprint(tr)
+    assert len(digests) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_weights_are_keyed_on_the_gpu_and_follow_edits():
+    tr = make_translator().cuda()
+    before = translator_fingerprint(tr)
+    assert before == spec_fingerprint(tr)
+    tr.out_proj.weight.data.add_(1e-3)
+    assert translator_fingerprint(tr) == spec_fingerprint(tr) != before

@@ -1,0 +1,152 @@
+"""The receiver's and sender's data path (issue 18 item 3): one staging copy and one dequantize per
+message in ``decode`` whatever the chunking, checks on the payload's bits that raise what the torch
+scans raised, packets sealed from pieces byte-identical to ``seal``, and the value scan skipped only
+where the scales bound the values."""
+
+import numpy as np
+import pytest
+import torch
+
+import lw_kernels
+from lw_runtime import packets as packets_module
+from lw_runtime import wire
+from lw_runtime.packets import Decoder, decode, encode_soft_tokens
+from lw_runtime.wire import (
+    CRC_SIZE,
+    HEADER_SIZE,
+    NegativeScaleError,
+    NonFiniteScaleError,
+    NonFiniteValueError,
+    PacketHeader,
+    check_payload,
+    parse_packet,
+    payload_arrays,
+    seal,
+    seal_body,
+    seal_pieces,
+)
+
+FP = b"pathtest"
+
+
+def soft(b=3, k=10, d=96, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, k, d, generator=g) * 2).to(dtype)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts lw_kernels dequantize launches and host-to-device staging copies."""
+    counts = {"dequantize": 0, "staged_copies": 0}
+    for name in ("dequantize", "dequantize_rms_match"):
+        real = getattr(lw_kernels, name)
+        monkeypatch.setattr(lw_kernels, name, lambda *a, _real=real, **k: counts.__setitem__("dequantize", counts["dequantize"] + 1) or _real(*a, **k))
+    real_to = packets_module._Staged.to
+    monkeypatch.setattr(packets_module._Staged, "to", lambda self, *a: counts.__setitem__("staged_copies", counts["staged_copies"] + 1) or real_to(self, *a))
+    return counts
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8])
+@pytest.mark.parametrize("target_rms", [None, 0.5])
+def test_decode_stages_a_chunked_message_once_and_dequantizes_it_in_one_launch(counted, bits, target_rms):
+    x = soft()
+    packets = encode_soft_tokens(x, FP, bits, 32, chunk_tokens=3)
+    assert len(packets) == 4
+    whole = decode(reversed(packets), fingerprint=FP, target_rms=target_rms)
+    assert counted == {"dequantize": 1, "staged_copies": 1}
+    streaming = Decoder(fingerprint=FP, target_rms=target_rms)
+    for p in packets:
+        streaming.feed(p)
+    assert counted == {"dequantize": 5, "staged_copies": 5}  # the streaming Decoder: one of each per chunk
+    assert torch.equal(whole, streaming.result())
+    assert torch.equal(whole, decode(encode_soft_tokens(x, FP, bits, 32), fingerprint=FP, target_rms=target_rms))
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+@pytest.mark.parametrize("chunk", [None, 1, 4])
+def test_packets_sealed_from_pieces_equal_seal_of_the_joined_payload(bits, chunk, monkeypatch):
+    x = soft(b=2, k=7, d=64, dtype=torch.bfloat16)
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(wire, "_NATIVE_CRC32C", None)
+        for p in encode_soft_tokens(x, FP, bits, 32, chunk, message_id=9):
+            h, payload = parse_packet(p)
+            assert p == seal(h, bytes(payload))
+    pieces = [b"head", np.arange(5, dtype=np.uint8), np.arange(3, dtype=np.uint16)]
+    assert seal_pieces(pieces) == seal_body(b"".join(pieces))
+
+
+def _scales_packet(values, bits=8):
+    """A one-token packet of dim 2 x group 1 whose two fp16 scales are ``values``."""
+    x = torch.ones(1, 1, 2)
+    (p,) = encode_soft_tokens(x, FP, bits, 1, message_id=3)
+    body = bytearray(p[:-CRC_SIZE])
+    split = HEADER_SIZE + 2 * bits // 8
+    body[split:] = torch.tensor(values, dtype=torch.float16).view(torch.uint8).numpy().tobytes()
+    return seal_body(body)
+
+
+@pytest.mark.parametrize("values,error,count", [
+    ([float("nan"), 1.0], NonFiniteScaleError, 1), ([float("inf"), float("-inf")], NonFiniteScaleError, 2),
+    ([-float("nan"), -0.5], NonFiniteScaleError, 1), ([-0.5, -1e-7], NegativeScaleError, 2),
+])
+def test_bad_scales_raise_the_scan_errors_with_their_counts(values, error, count):
+    with pytest.raises(error, match=f"^{count} "):
+        decode(_scales_packet(values))
+
+
+def test_negative_zero_scales_decode_as_zero():
+    out = decode(_scales_packet([-0.0, 0.25]))  # the codes of x = 1 are 127 steps of the scale
+    assert out[0, 0, 0] == 0 and out[0, 0, 1] == 127 * 0.25
+
+
+def test_check_payload_bounds_every_decoded_value():
+    for bits in (4, 6, 8):
+        x = soft(b=2, k=5, d=64, seed=bits) * 100
+        (p,) = encode_soft_tokens(x, FP, bits, 32)
+        h, payload = parse_packet(p)
+        peak = check_payload(h, *payload_arrays(h, payload))
+        got = decode(p).abs().max().item()
+        assert got <= peak < 2 * got
+    for dtype in (torch.float16, torch.bfloat16):
+        x = soft(dtype=dtype)
+        (p,) = encode_soft_tokens(x, FP, 16)
+        h, payload = parse_packet(p)
+        assert check_payload(h, *payload_arrays(h, payload)) == x.abs().max().item()
+
+
+def test_values_the_scales_do_not_bound_are_scanned_and_pass_when_finite():
+    """Scale 512: the bound 128 x 512 = 65536 is past fp16's 65504, so fp16 output is scanned; the
+    largest code gives 127 x 512 = 65024, which fits. Scale 600 gives 76200, which does not."""
+    for scale, fits in ((512, True), (600, False)):
+        x = torch.zeros(1, 1, 32)
+        x[0, 0, 0] = scale * 127
+        x[0, 0, 1] = -scale * 3
+        (p,) = encode_soft_tokens(x, FP, 8, 32)
+        h, payload = parse_packet(p)
+        assert check_payload(h, *payload_arrays(h, payload)) == 128 * scale > 65504
+        if fits:
+            assert decode(p, dtype=torch.float16)[0, 0, 0] == 65024
+        else:
+            with pytest.raises(NonFiniteValueError):
+                decode(p, dtype=torch.float16)
+
+
+def test_a_value_check_failure_in_decode_leaves_nothing_half_decoded():
+    """decode checks the values once, at the end, for the whole message: an overflowing chunk among
+    good ones raises, and the same packets decode in fp32."""
+    x = soft(b=1, k=6, d=32)
+    x[0, 4, 0] = 1e5
+    packets = encode_soft_tokens(x, FP, 8, 32, chunk_tokens=2)
+    with pytest.raises(NonFiniteValueError):
+        decode(packets, dtype=torch.float16)
+    assert torch.isfinite(decode(packets)).all()
+
+
+def test_payload_arrays_are_views_of_the_packet():
+    (p,) = encode_soft_tokens(soft(b=2, k=3, d=64), FP, 8, 32)
+    h, payload = parse_packet(p)
+    codes, scales = payload_arrays(h, payload)
+    assert codes.shape == (2, 3, 64) and scales.shape == (2, 3, 2) and scales.dtype == np.uint16
+    assert not codes.flags.owndata and not scales.flags.owndata
+    assert isinstance(h, PacketHeader)
