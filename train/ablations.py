@@ -34,7 +34,7 @@ import torch
 from lw_runtime import kv_cache
 from lw_runtime.metrics import fmt_ci
 
-from .config import parse_args, take_flag
+from .config import DriverParser, parse_args
 from .loop import train
 from .provenance import commit, header_lines, lw_environment
 
@@ -247,20 +247,25 @@ def plots(name: str, rows: list[dict], out_dir: Path) -> None:
     plt.close(fig)
 
 
+def add_ablation_flags(group) -> None:
+    group.add_argument("--only", metavar="RUN[,RUN...]", help="train just these runs of the plan and write nothing else")
+    group.add_argument("--collect", action="store_true", help="read finished runs back only; list those missing")
+
+
+PARSER = DriverParser("python -m train.ablations", __doc__, "NAME", "the plan to run", add_ablation_flags,
+                      choices=[*PLANS, "all"])
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in list(PLANS) + ["all"]:
+    if not argv:
         print(__doc__)
         return 2
-    names = list(PLANS) if argv[0] == "all" else [argv[0]]
-    common = argv[1:]
-    only = None
-    collect = "--collect" in common
-    if collect:
-        common.remove("--collect")
-    runs = take_flag(common, "--only")
-    if runs is not None:
-        only = set(runs.split(","))
+    args, common = PARSER.parse(argv)
+    names = list(PLANS) if args.name == "all" else [args.name]
+    only, collect = None, args.collect
+    if args.only is not None:
+        only = set(args.only.split(","))
         known = {run for name in names for run, _ in PLANS[name]}
         if only - known:
             raise SystemExit(f"--only: unknown runs {sorted(only - known)}; known: {sorted(known)}")

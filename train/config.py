@@ -1,16 +1,25 @@
-"""Training configuration: one dataclass, one flag per field, help text beside each field.
+"""Training configuration in sections: one flat dataclass whose fields say their section, one flag each.
 
-Decisions: the defaults train the embedded default pair (Gemma-3-270M -> SmolLM2-135M-Instruct) on
-the 1-fact code relay in the ``soft_only`` protocol; every part of the stability recipe is a
-boolean flag (``--no-<name>`` turns it off). ``--tokens`` overrides the preset's soft-token count.
-``--batch-size`` is the global batch (all processes, all micro-batches), so a run's losses do not
-depend on how many processes share it.
+Sections (torchtitan's layout): model, bridge (the translator), dataset, loss, optim, eval, parallel,
+checkpoint. A field names its section where it is defined (``lr: float = _optim(1e-3, "...")``);
+``--help`` shows one argument group per section, and ``cfg.optim`` is an ``OptimConfig``, a frozen
+dataclass of the section's current values (write with ``cfg.lr = ...`` or ``cfg.optim = replace(...)``).
+Why flat storage, not nested dataclasses: ``cfg.<name>``, ``replace(cfg, name=...)``,
+``TrainConfig(name=...)`` and ``asdict(cfg)`` (the flat ``config`` of every summary.json, which the
+drivers, scripts and the demo read back) keep working unchanged, and a section cannot drift from its
+fields. The data section is ``dataset`` because ``--data`` is the dataset path. Each help is one line
+saying what a flag does; evidence behind defaults is in docs/training.md ("Flag reference"). The drivers
+(sweep, curriculum, ablations) parse their own flags and train.fsdp's with one argparse parser
+(``DriverParser``), so a misspelt flag fails before anything runs. Defaults train the embedded pair on
+the 1-fact code relay in ``soft_only``; each part of the stability recipe has a ``--no-<name>`` switch.
+Left out: config files (a sweep plan line is the unit of variation) and nested storage.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
 
 from pathlib import Path
 
@@ -18,80 +27,163 @@ from lw_runtime.models import EMBEDDED_SOURCE, EMBEDDED_TARGET
 from lw_runtime.protocols import check_source_order
 from lw_runtime.translator import CONFIG_NAME
 
+# section -> title of its --help group; the order is --help's
+SECTIONS = {
+    "model": "the frozen source and target models",
+    "bridge": "the translator trained from source states to target soft tokens",
+    "dataset": "tasks, datasets, splits and relay training augmentations",
+    "loss": "losses beside the answer cross-entropy",
+    "optim": "optimisation: steps, batch, learning rate, schedule",
+    "eval": "validation, early stopping and the test baselines",
+    "parallel": "device, processes and memory",
+    "checkpoint": "outputs, checkpoints, resume and logging",
+}
 
-def _f(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
+
+def _section(name: str):
+    """The field factory of one section: ``_optim(default, help)`` declares a field of ``optim``."""
+    assert name in SECTIONS, name
+
+    def section_field(default, help_text: str):
+        return field(default=default, metadata={"help": help_text, "section": name})
+
+    return section_field
+
+
+_model, _bridge, _dataset, _loss, _optim, _eval, _parallel, _checkpoint = map(_section, SECTIONS)
 
 
 @dataclass
 class TrainConfig:
-    source: str = _f(EMBEDDED_SOURCE, "source model: embedded name, .gguf file, local folder or hub id")
-    target: str = _f(EMBEDDED_TARGET, "target model: embedded name, .gguf file, local folder or hub id")
-    task: str = _f("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), arithmetic")
-    eval_task: str = _f("", "task of the validation and test splits (empty = --task); another task measures generalisation")
-    data: str = _f("", "dataset for --task squad, hotpotqa or gsm8k: a .json/.jsonl/.parquet file in its release or HF layout, a folder of them, or a hub name; without --eval-data, validation and test come from its own validation split (folder, hub) or 1 in 20 articles/questions each held out of the file (lw_runtime/data/loaders.py)")
-    eval_data: str = _f("", "dataset of a squad/hotpotqa/gsm8k evaluation task, read from its validation split (a file: all of it) and dealt alternately to validation and test; needed when --eval-task is a dataset other than --task's")
-    protocol: str = _f("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
-    source_order: str = _f("passage_first", "what the source reads first: passage_first or question_first (a causal source that reads the question first can mark the asked fact in the passage's states); no effect in context, where the source reads no question, so one flag serves a whole ladder")
-    wide_answers: float = _f(0.0, "relay_qa training only: chance that a word fact's value (city, job, pet, colour) comes from a ~26k-word vocabulary disjoint from every validation/test pool, so the translator must carry words rather than memorise each kind's few dozen training values")
-    wide_templates: float = _f(0.0, "relay tasks, training only: chance that a fact sentence or the question is worded from the kind's 4 training templates plus 13-19 extra ones (lw_runtime/data/wide_templates.py; none nearer to a validation/test wording than the 4 originals, tested), so the translator must read the fact rather than fit 4 wordings per slot")
-    pseudo_words: float = _f(0.0, "relay_qa, training only, with --wide-answers: chance that each word of a wide answer is an invented word of 2-4 syllables (lw_runtime/data/pseudo_words.py; several tokens in both models, never a held-out word) instead of a one-token wide-vocabulary word, so the translator learns to carry spelling")
-    multi_words: float = _f(0.0, "relay_qa, training only, with --wide-answers: chance that each word of a wide answer is a real English word that SmolLM2 splits into 2-4 pieces (lw_runtime/data/words_multi.txt, ~27k words; never a held-out word) instead of a one-token word; most held-out values the bridge misses are such words")
-    preset: str = _f("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, high_capacity")
-    tokens: int = _f(0, "number of soft tokens K (0 = the preset's)")
-    depth: int = _f(0, "translator depth (0 = the preset's)")
-    heads: int = _f(0, "translator heads (0 = the preset's)")
-    bottleneck: int = _f(0, "translator bottleneck dim (0 = the preset's)")
-    source_layer: int = _f(9, "source layer whose hidden states the translator reads (0 = embeddings, -1 = last)")
-    source_position: str = _f("conv", "order information for the translator's memory: none, learned (absolute table) or conv (causal depthwise conv over 4 source tokens; the default on weak evidence: on seeds 0-3 of the 4-digit relay it learned in 3 of 4 runs, none in 1 of 4, results/sweeps/README.md)")
-    query_init_std: float = _f(1e-3, "std of the translator's learned queries at initialisation")
-    gate_init: float = _f(0.0, "initial value of every residual gate (output scaled by tanh(gate))")
-    init_from: str = _f("", "start from a saved translator folder (a run's OUT/translator or OUT/best) instead of a fresh one: a curriculum stage (e.g. 4 facts from the 1-fact translator) or fine-tuning; the architecture must match, the optimizer starts fresh")
-    target_layers: int = _f(0, "keep only the target's first N blocks (0 = all); a cheaper setting for CPU tests")
-    steps: int = _f(1200, "optimizer steps")
-    batch_size: int = _f(32, "global batch: examples per optimizer step over all processes and micro-batches (per process per micro-batch: batch / (world x grad-accum))")
-    grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation); --batch-size stays the global batch")
-    lr: float = _f(1e-3, "translator learning rate (AdamW)")
-    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to gates, norms and queries)")
-    warmup: int = _f(40, "linear warmup steps, then cosine decay")
-    train_examples: int = _f(3000, "size of the synthetic training pool")
-    val_examples: int = _f(64, "validation examples (early stopping)")
-    test_examples: int = _f(200, "held-out test examples (unseen names, templates and answers)")
-    eval_every: int = _f(200, "steps between validation evaluations")
-    max_source_tokens: int = _f(256, "source texts longer than this are truncated from the left")
-    max_new_tokens: int = _f(8, "tokens generated per answer at evaluation")
-    baselines: bool = _f(True, "at the end, run every baseline on the test split (text upper bound, token budget, source alone, text relay, bridge at fp16/INT8/INT6/INT4)")
-    relay_tokens: int = _f(16, "longest message the source may write in the text-relay baseline")
-    rms_match: bool = _f(True, "scale soft tokens to the RMS of the target's embedding table")
-    infonce: bool = _f(True, "InfoNCE anti-collapse loss between pooled soft tokens and pooled source states")
-    infonce_weight: float = _f(0.05, "weight of the InfoNCE loss (active from half the warmup)")
-    recon_steps: int = _f(0, "first N steps train only the reconstruction loss (a pretraining stage inside --steps), then the QA loss")
-    recon_weight: float = _f(0.0, "weight of the reconstruction loss beside the QA loss after --recon-steps (0 = QA alone)")
-    all_questions: bool = _f(False, "relay_qa:N training: each passage is asked about every fact in the same step (one source read per passage in context)")
-    recon_eval: int = _f(32, "validation passages scored for reconstruction (token accuracy, exact, fact recall) when it is on")
-    kl_teacher: bool = _f(False, "KL to a teacher: the target reading the full text the bridge replaces")
-    kl_weight: float = _f(0.5, "weight of the teacher KL")
-    spell_weight: float = _f(0.0, "weight of the spelling loss (0 = off): the first soft tokens are pulled (cosine) toward the target's input embeddings of the answer's tokens, one token per soft token, so the bridge learns to carry an answer's form, not only its meaning; training answers only. The term is W x the sum over pulled pairs / the answer tokens (+ EOS) of the batch, like the cross-entropy, so the weight per pair is below W; 'spell' in metrics.jsonl is the mean 1 - cos per pair")
-    gate_lr_boost: bool = _f(True, "gates get --gate-lr-mult x the learning rate and no weight decay")
-    gate_lr_mult: float = _f(3.0, "learning-rate multiplier for the gates (with --gate-lr-boost)")
-    dropout: float = _f(0.1, "translator dropout")
-    grad_clip: float = _f(1.0, "gradient clipping max norm (0 = off)")
-    early_stopping: bool = _f(True, "stop when validation accuracy has not improved for --patience evaluations; restore the best")
-    patience: int = _f(4, "evaluations without improvement before stopping")
-    cache_source: bool = _f(True, "encode the training pool with the frozen source once, not every step")
-    seed: int = _f(0, "seed for data, initialisation and order")
-    shard_target: bool = _f(False, "shard the frozen target's blocks with FSDP2 across processes (default: replicated; shard only when it does not fit)")
-    activation_checkpointing: bool = _f(False, "recompute the target's block activations in backward instead of keeping them")
-    checkpoint_every: int = _f(200, "steps between checkpoints in out-dir/checkpoints (torch Distributed Checkpoint; 0 = off)")
-    keep_checkpoints: int = _f(2, "complete checkpoints kept (older ones are deleted after a new one is written)")
-    resume: bool = _f(False, "continue from the latest complete checkpoint in out-dir/checkpoints (same losses as an uninterrupted run)")
-    max_nonfinite: int = _f(10, "steps with a non-finite loss or gradient are skipped; stop with an error once more than this many were")
-    tensorboard: bool = _f(True, "also log to out-dir/tensorboard when the tensorboard package is installed")
-    device: str = _f("auto", "cpu, cuda or auto")
-    dtype: str = _f("auto", "model dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)")
-    out_dir: str = _f("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
-    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
-    progress: bool = _f(True, "show a progress bar")
+    # model
+    source: str = _model(EMBEDDED_SOURCE, "source model: embedded name, .gguf file, local folder or hub id")
+    target: str = _model(EMBEDDED_TARGET, "target model: embedded name, .gguf file, local folder or hub id")
+    source_layer: int = _model(9, "source layer the translator reads (0 = embeddings, -1 = last)")
+    target_layers: int = _model(0, "keep only the target's first N blocks (0 = all); cheaper for CPU tests")
+    max_source_tokens: int = _model(256, "source texts longer than this are truncated from the left")
+    cache_source: bool = _model(True, "encode the training pool with the frozen source once, not every step")
+    dtype: str = _model("auto", "model dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)")
+    # bridge
+    preset: str = _bridge("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, "
+                                      "high_capacity")
+    tokens: int = _bridge(0, "number of soft tokens K (0 = the preset's)")
+    depth: int = _bridge(0, "translator depth (0 = the preset's)")
+    heads: int = _bridge(0, "translator heads (0 = the preset's)")
+    bottleneck: int = _bridge(0, "translator bottleneck dim (0 = the preset's)")
+    source_position: str = _bridge("conv", "order information for the translator's memory: none, learned or conv")
+    query_init_std: float = _bridge(1e-3, "std of the translator's learned queries at initialisation")
+    gate_init: float = _bridge(0.0, "initial value of every residual gate (output scaled by tanh(gate))")
+    dropout: float = _bridge(0.1, "translator dropout")
+    rms_match: bool = _bridge(True, "scale soft tokens to the RMS of the target's embedding table")
+    init_from: str = _bridge("", "start from a saved translator folder (OUT/translator or OUT/best), same shape")
+    # dataset
+    task: str = _dataset("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), arithmetic, squad, "
+                                       "hotpotqa, gsm8k")
+    eval_task: str = _dataset("", "task of the validation and test splits (empty = --task)")
+    data: str = _dataset("", "dataset of a squad/hotpotqa/gsm8k task: .json/.jsonl/.parquet file, folder or hub name")
+    eval_data: str = _dataset("", "dataset of a squad/hotpotqa/gsm8k --eval-task other than --task's (its validation split)")
+    protocol: str = _dataset("soft_only", "soft_only (target sees soft tokens + anchor) or context (+ question as text)")
+    source_order: str = _dataset("passage_first", "what the source reads first in soft_only: passage_first or question_first")
+    wide_answers: float = _dataset(0.0, "relay_qa training: chance a word answer comes from a ~26k-word wide vocabulary")
+    wide_templates: float = _dataset(0.0, "relay training: chance a sentence is worded from extra training templates")
+    pseudo_words: float = _dataset(0.0, "with --wide-answers: chance each wide word is an invented 2-4 syllable word")
+    multi_words: float = _dataset(0.0, "with --wide-answers: chance each wide word is a real word of 2-4 target tokens")
+    train_examples: int = _dataset(3000, "size of the training pool")
+    val_examples: int = _dataset(64, "validation examples (early stopping)")
+    test_examples: int = _dataset(200, "held-out test examples (unseen names, templates and answers)")
+    all_questions: bool = _dataset(False, "relay_qa:N training: ask about every fact of a passage in the same step")
+    # loss
+    infonce: bool = _loss(True, "InfoNCE anti-collapse loss between pooled soft tokens and pooled source states")
+    infonce_weight: float = _loss(0.05, "weight of the InfoNCE loss (active from half the warmup)")
+    recon_steps: int = _loss(0, "first N of --steps train only the reconstruction loss, then the QA loss")
+    recon_weight: float = _loss(0.0, "weight of the reconstruction loss beside the QA loss (0 = QA alone)")
+    kl_teacher: bool = _loss(False, "KL to a teacher: the target reading the full text the bridge replaces")
+    kl_weight: float = _loss(0.5, "weight of the teacher KL")
+    spell_weight: float = _loss(0.0, "weight of the loss pulling soft tokens to the answer's embeddings (0 = off)")
+    # optim
+    steps: int = _optim(1200, "optimizer steps")
+    batch_size: int = _optim(32, "global batch: examples per optimizer step over all processes and micro-batches")
+    grad_accum: int = _optim(1, "micro-batches per optimizer step; --batch-size stays the global batch")
+    lr: float = _optim(1e-3, "translator learning rate (AdamW)")
+    weight_decay: float = _optim(0.01, "AdamW weight decay (not applied to gates, norms and queries)")
+    warmup: int = _optim(40, "linear warmup steps, then cosine decay")
+    gate_lr_boost: bool = _optim(True, "gates get --gate-lr-mult x the learning rate and no weight decay")
+    gate_lr_mult: float = _optim(3.0, "learning-rate multiplier for the gates (with --gate-lr-boost)")
+    grad_clip: float = _optim(1.0, "gradient clipping max norm (0 = off)")
+    max_nonfinite: int = _optim(10, "steps with a non-finite loss or gradient are skipped; stop after more than N")
+    seed: int = _optim(0, "seed for data, initialisation and order")
+    # eval
+    eval_every: int = _eval(200, "steps between validation evaluations")
+    early_stopping: bool = _eval(True, "stop when validation accuracy stalls for --patience evaluations; keep the best")
+    patience: int = _eval(4, "evaluations without improvement before stopping")
+    max_new_tokens: int = _eval(8, "tokens generated per answer at evaluation")
+    recon_eval: int = _eval(32, "validation passages scored for reconstruction when it is on")
+    baselines: bool = _eval(True, "at the end, score every baseline on the test split (text, relay, INT8/6/4 bridge)")
+    relay_tokens: int = _eval(16, "longest message the source may write in the text-relay baseline")
+    # parallel
+    device: str = _parallel("auto", "cpu, cuda or auto")
+    threads: int = _parallel(0, "torch CPU threads (0 = torch's default)")
+    shard_target: bool = _parallel(False, "shard the frozen target's blocks with FSDP2 across processes instead of replicating")
+    activation_checkpointing: bool = _parallel(False, "recompute the target's block activations in backward")
+    # checkpoint
+    out_dir: str = _checkpoint("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
+    checkpoint_every: int = _checkpoint(200, "steps between checkpoints in out-dir/checkpoints (0 = off)")
+    keep_checkpoints: int = _checkpoint(2, "complete checkpoints kept (older ones are deleted)")
+    resume: bool = _checkpoint(False, "continue from the latest complete checkpoint in out-dir/checkpoints")
+    tensorboard: bool = _checkpoint(True, "also log to out-dir/tensorboard when tensorboard is installed")
+    progress: bool = _checkpoint(True, "show a progress bar")
+
+    def sections(self) -> dict:
+        """Every section as its frozen dataclass: ``{"model": ModelConfig(...), ...}``."""
+        return {name: getattr(self, name) for name in SECTIONS}
+
+    @classmethod
+    def from_sections(cls, sections: Mapping) -> TrainConfig:
+        """The config of ``{section: its dataclass or a dict of its fields}``; a section left out keeps
+        its defaults. ``TrainConfig.from_sections(cfg.sections()) == cfg``."""
+        cfg = cls()
+        for name, values in sections.items():
+            if name not in SECTIONS:
+                raise ValueError(f"unknown config section {name!r}; sections: {', '.join(SECTIONS)}")
+            setattr(cfg, name, SECTION_CLASSES[name](**values) if isinstance(values, Mapping) else values)
+        return cfg
+
+
+# the fields of each section, in declaration order
+SECTION_FIELDS = {name: tuple(f.name for f in fields(TrainConfig) if f.metadata["section"] == name) for name in SECTIONS}
+
+
+def _section_class(name: str) -> type:
+    """A frozen dataclass with the fields of section ``name``: same names, types, defaults and help."""
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    cls = make_dataclass(
+        name.title() + "Config",
+        [(n, by_name[n].type, field(default=by_name[n].default, metadata=by_name[n].metadata)) for n in SECTION_FIELDS[name]],
+        frozen=True,
+    )
+    cls.__module__ = __name__
+    cls.__doc__ = f"train.fsdp's {name} section: {SECTIONS[name]}."
+    return cls
+
+
+def _section_property(name: str) -> property:
+    def get(cfg: TrainConfig):
+        return SECTION_CLASSES[name](**{n: getattr(cfg, n) for n in SECTION_FIELDS[name]})
+
+    def set_(cfg: TrainConfig, section) -> None:
+        if not isinstance(section, SECTION_CLASSES[name]):
+            raise TypeError(f"cfg.{name} takes a {SECTION_CLASSES[name].__name__}, got {type(section).__name__}")
+        for n in SECTION_FIELDS[name]:
+            setattr(cfg, n, getattr(section, n))
+
+    return property(get, set_, doc=f"the {name} section ({SECTIONS[name]}) as a frozen dataclass")
+
+
+SECTION_CLASSES = {name: _section_class(name) for name in SECTIONS}
+(ModelConfig, BridgeConfig, DatasetConfig, LossConfig, OptimConfig, EvalConfig, ParallelConfig,
+ CheckpointConfig) = SECTION_CLASSES.values()
+for _name in SECTIONS:
+    setattr(TrainConfig, _name, _section_property(_name))
 
 
 # relay_qa's training augmentations (lw_runtime.data.tasks.RELAY_AUGMENTATIONS) -> their flags
@@ -152,35 +244,89 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("--protocol context gives the source only the passage, and GSM8K has none (the problem is the question): use --protocol soft_only")
 
 
-def take_flag(flags: list[str], name: str) -> str | None:
-    """Remove ``name VALUE`` from a command line's ``flags`` and return VALUE (None when absent): for
-    the drivers (sweep, ablations, curriculum) whose own flags sit among train.fsdp's."""
-    if name not in flags:
-        return None
-    i = flags.index(name)
-    if i + 1 >= len(flags):
-        raise SystemExit(f"{name} needs a value")
-    value = flags[i + 1]
-    del flags[i : i + 2]
-    return value
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each flag's default after its help (unless empty or None); a driver's description as written."""
+
+    def __init__(self, prog, **kw):
+        super().__init__(prog, max_help_position=34, **kw)
+
+    def _get_help_string(self, action):
+        return action.help if action.default in ("", None) else super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_METAVARS = {"init_from": "DIR", "data": "PATH", "eval_data": "PATH"}
+
+
+def _add_field(container, f) -> None:
+    flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+    if f.type == "bool":
+        container.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+    else:
+        kind = {"int": int, "float": float, "str": str}[f.type]  # the annotation, a string (postponed annotations)
+        metavar = {int: "N", float: "X"}.get(kind) or _METAVARS.get(f.name, f.name.rsplit("_", 1)[-1].upper())
+        container.add_argument(flag, dest=f.name, type=kind, default=f.default, metavar=metavar, help=help_text)
+
+
+def add_train_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+    """Add one flag per TrainConfig field to ``parser``, one argument group per section; the flags in
+    ``skip`` are left out (a driver that defines them itself)."""
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    for section, title in SECTIONS.items():
+        group = parser.add_argument_group(section, title)
+        for name in SECTION_FIELDS[section]:
+            if "--" + name.replace("_", "-") not in skip:
+                _add_field(group, by_name[name])
+
+
+def build_parser(prog: str = "python -m train.fsdp", add_help: bool = True) -> argparse.ArgumentParser:
+    """train.fsdp's parser: one flag per TrainConfig field, one argument group per section."""
     parser = argparse.ArgumentParser(
-        prog="python -m train.fsdp",
+        prog=prog, usage=f"{prog} [flags]", add_help=add_help, formatter_class=_HelpFormatter,
         description="Train a LatentWire translator (source hidden states -> soft tokens for the target).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type, str) if isinstance(f.type, str) else f.type
-            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f.metadata["help"])
+    add_train_flags(parser)
     return parser
 
 
-def parse_args(argv=None) -> TrainConfig:
-    return TrainConfig(**vars(build_parser().parse_args(argv)))
+def parse_args(argv=None, prog: str = "python -m train.fsdp") -> TrainConfig:
+    """The TrainConfig of train.fsdp's command line ``argv``; ``prog`` names the caller in errors."""
+    return TrainConfig(**vars(build_parser(prog).parse_args(argv)))
+
+
+class DriverParser:
+    """The command line of a driver (sweep, curriculum, ablations): ``POSITIONAL [flags]``, the driver's
+    own flags (``add_flags(group)`` adds them to an argparse group or parser) mixed with train.fsdp's. One argparse parser holds both kinds,
+    the driver's group first, then train.fsdp's sections; a driver flag replaces the train.fsdp flag of
+    the same name (curriculum's per-stage ``--steps``). It checks the whole line and serves ``--help``;
+    ``parse`` returns the driver's flags and the train.fsdp flags as written, in order, for its runs."""
+
+    def __init__(self, prog: str, description: str, positional: str, positional_help: str,
+                 add_flags: Callable, choices: list[str] | None = None):
+        self.prog, self.description, self.add_flags = prog, description, add_flags
+        self.positional, self.positional_help, self.choices = positional, positional_help, choices
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=self.prog, usage=f"{self.prog} {self.positional} [flags]",
+                                         description=self.description, formatter_class=_HelpFormatter)
+        parser.add_argument(self.positional.lower(), metavar=self.positional, choices=self.choices,
+                            help=self.positional_help + (f": {', '.join(self.choices)}" if self.choices else ""))
+        self.add_flags(parser.add_argument_group(self.prog.removeprefix("python -m "), "flags of the driver itself"))
+        add_train_flags(parser, skip=set(parser._option_string_actions))  # the driver's flags so far, -h too
+        return parser
+
+    def split(self, flags: list[str]) -> tuple[argparse.Namespace, list[str]]:
+        """(the driver's flags, the others in their order) of ``flags``, without checking the others."""
+        own = argparse.ArgumentParser(prog=self.prog, add_help=False)
+        self.add_flags(own)
+        return own.parse_known_args(flags)
+
+    def parse(self, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+        """``[POSITIONAL, *flags]`` -> (the positional and the driver's flags, the train.fsdp flags). An
+        unknown or misspelt flag, a bad value or a missing positional exits with argparse's message."""
+        parser = self.parser()
+        parsed = parser.parse_args(argv)
+        if argv[0].startswith("-"):
+            parser.error(f"{self.positional} comes first, before the flags")
+        own, train_flags = self.split(argv[1:])
+        setattr(own, self.positional.lower(), getattr(parsed, self.positional.lower()))
+        return own, train_flags

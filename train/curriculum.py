@@ -24,39 +24,52 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import parse_args, take_flag
+from .config import DriverParser, parse_args
 from .loop import train
 from .provenance import commit, lw_environment
 
-PER_STAGE = ("--steps", "--lr")  # flags that may give one value per stage, comma-separated
+PER_STAGE = ("steps", "lr")  # flags that may give one value per stage, comma-separated
 RESULT_KEYS = ("test_bridged_acc", "test_target_alone_acc", "best_val_acc", "best_step", "final_val_acc",
                "steps_run", "train_s")
+
+
+def add_curriculum_flags(group) -> None:
+    """The curriculum's own flags; they replace train.fsdp's flags of the same names."""
+    group.add_argument("--out-dir", default="runs/curriculum", metavar="DIR",
+                       help="curriculum folder: stage i trains in DIR/stage<i>_<task>")
+    group.add_argument("--steps", metavar="N[,N...]", help="optimizer steps: one value, or one per stage")
+    group.add_argument("--lr", metavar="X[,X...]", help="learning rate: one value, or one per stage")
+    group.add_argument("--task", help="not taken: the stages' tasks are the TASKS argument")
+    group.add_argument("--init-from", metavar="DIR", help="not taken: each stage starts from the previous one's")
+
+
+PARSER = DriverParser("python -m train.curriculum", __doc__, "TASKS", "the stages' tasks, comma-separated",
+                      add_curriculum_flags)
 
 
 def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[str, list[str]]]]:
     """The curriculum's folder, and (stage folder name, the flags of that stage's run) for every
     stage, validated up front."""
-    common = list(common)
-    glued = [a for a in common if a.split("=", 1)[0] in (*PER_STAGE, "--task", "--init-from") and "=" in a]
-    if glued:
+    glued = [a for a in common if a.split("=", 1)[0] in ("--steps", "--lr") and "=" in a]
+    if glued:  # one spelling for per-stage lists, as before argparse (which would read '--steps=1,2' too)
         raise SystemExit(f"train.curriculum reads {', '.join(glued)} as a separate flag and value: write '--steps 1,2', not '--steps=1,2'")
-    out_dir = Path(take_flag(common, "--out-dir") or "runs/curriculum")
-    per_stage = {flag: (take_flag(common, flag) or "").split(",") for flag in PER_STAGE}
-    if take_flag(common, "--task") is not None or take_flag(common, "--init-from") is not None:
+    own, common = PARSER.split(common)
+    if own.task is not None or own.init_from is not None:
         raise SystemExit("train.curriculum sets --task and --init-from itself; give the tasks as its first argument")
-    per_stage = {flag: values for flag, values in per_stage.items() if values != [""]}
-    for flag, values in per_stage.items():
+    out_dir = Path(own.out_dir)
+    per_stage = {name: getattr(own, name).split(",") for name in PER_STAGE if getattr(own, name) is not None}
+    for name, values in per_stage.items():
         if len(values) not in (1, len(tasks)):
-            raise SystemExit(f"{flag} gives {len(values)} values for {len(tasks)} stages (give one, or one per stage)")
+            raise SystemExit(f"--{name} gives {len(values)} values for {len(tasks)} stages (give one, or one per stage)")
     stages, previous = [], None
     for i, task in enumerate(tasks):
         name = f"stage{i + 1}_{task.replace(':', '_f')}"
         flags = common + ["--task", task, "--out-dir", str(out_dir / name)]
         for flag, values in per_stage.items():
-            flags += [flag, values[i] if len(values) > 1 else values[0]]
+            flags += [f"--{flag}", values[i] if len(values) > 1 else values[0]]
         if previous is not None:
             flags += ["--init-from", str(out_dir / previous / "translator")]
-        parse_args(flags)  # every stage's flags must parse before the first one trains
+        parse_args(flags, prog=f"train.curriculum (stage {name})")  # every stage's flags parse before the first trains
         stages.append((name, flags))
         previous = name
     return out_dir, stages
@@ -64,9 +77,10 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-"):
+    if not argv:
         print(__doc__)
         return 2
+    PARSER.parse(argv)  # every flag known and well-typed (or --help), before the stages are laid out
     tasks = [t for t in argv[0].split(",") if t]
     out_dir, stages = stage_flags(tasks, argv[1:])
     rows, retrained = [], False

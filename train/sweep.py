@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import parse_args, take_flag
+from .config import DriverParser, parse_args
 from .loop import train
 from .provenance import commit, header_lines, lw_environment
 
@@ -112,15 +112,24 @@ def read_plan(path: str) -> list[tuple[str, list[str]]]:
 COLUMNS = ("status", "best_val_acc", "best_step", "final_val_acc", "test_bridged_acc", "test_target_alone_acc", "steps_run", "train_s")
 
 
+def add_sweep_flags(group) -> None:
+    group.add_argument("--parallel", type=int, default=0, metavar="N",
+                       help="run the lines as N concurrent train.fsdp processes (0 = one after the other here)")
+    group.add_argument("--timeout", type=float, default=None, metavar="S",
+                       help="with --parallel, kill a run after S seconds (its row says timeout)")
+
+
+PARSER = DriverParser("python -m train.sweep", __doc__, "PLAN", "plan file: one run per line, 'name: --flag value ...'",
+                      add_sweep_flags)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-"):
+    if not argv:
         print(__doc__)
         return 2
-    plan, common = argv[0], argv[1:]
-    parallel = int(take_flag(common, "--parallel") or 0)
-    timeout = take_flag(common, "--timeout")
-    timeout = float(timeout) if timeout is not None else None
+    args, common = PARSER.parse(argv)
+    plan, parallel, timeout = args.plan, args.parallel, args.timeout
     out_dir = Path(parse_args(common).out_dir)
     runs = read_plan(plan)
     for name, flags in runs:  # every line must parse before anything starts
@@ -128,7 +137,7 @@ def main(argv=None) -> int:
         if env and not parallel:
             raise ValueError(f"{plan}: run {name!r} sets {', '.join(env)}; environment assignments need --parallel "
                              "(each run is then its own process)")
-        parse_args(common + run_flags + ["--out-dir", str(out_dir / name)])
+        parse_args(common + run_flags + ["--out-dir", str(out_dir / name)], prog=f"train.sweep {plan} (run {name})")
     rows = []
     if parallel:
         rows = run_parallel(runs, common, out_dir, parallel, timeout)
