@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lw_runtime.data import load_task  # noqa: E402
+from train.data import load_task  # noqa: E402
 from lw_runtime.source import encode_source, resolve_layer  # noqa: E402
 from train import distributed  # noqa: E402
 from train.config import parse_args as train_args  # noqa: E402

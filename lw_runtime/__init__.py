@@ -2,7 +2,8 @@
 
 Sender: ``load_model`` (source) -> ``encode_source`` -> ``BottleneckedGatedTranslator`` -> soft
 tokens. Wire: ``encode`` / ``decode`` pack soft tokens (or bottleneck latents) into checked packets
-(docs/wire.md). Receiver: ``generate`` feeds soft tokens (and optional text) to the frozen target.
+(docs/wire.md); a bad packet raises a ``WireFormatError``, whose subclasses naming each fault live in
+``lw_runtime.wire``. Receiver: ``generate`` feeds soft tokens (and optional text) to the frozen target.
 """
 
 from .generate import SoftTokenError, generate, stream
@@ -10,42 +11,10 @@ from .packets import Decoder, decode, encode, encode_soft_tokens
 from .models import EMBEDDED_SOURCE, EMBEDDED_TARGET, LoadedModel, ModelLoadError, load_model
 from .source import EmptyTextError, encode_source
 from .translator import BottleneckedGatedTranslator, TranslatorConfig, TranslatorMismatchError
-from .wire import (
-    BadMagicError,
-    ChecksumError,
-    ChunkError,
-    FingerprintMismatchError,
-    HeaderFieldError,
-    NegativeScaleError,
-    NonFiniteScaleError,
-    NonFiniteValueError,
-    PacketTooLargeError,
-    ShapeError,
-    TrailingBytesError,
-    TranslatorRequiredError,
-    TruncatedPacketError,
-    UnsupportedVersionError,
-    WireFormatError,
-    message_bytes,
-    translator_fingerprint,
-)
+from .wire import WireFormatError, message_bytes, translator_fingerprint
 
 __all__ = [
-    "BadMagicError",
-    "ChecksumError",
-    "ChunkError",
     "Decoder",
-    "FingerprintMismatchError",
-    "HeaderFieldError",
-    "NegativeScaleError",
-    "NonFiniteScaleError",
-    "NonFiniteValueError",
-    "PacketTooLargeError",
-    "ShapeError",
-    "TrailingBytesError",
-    "TranslatorRequiredError",
-    "TruncatedPacketError",
-    "UnsupportedVersionError",
     "WireFormatError",
     "decode",
     "encode",

@@ -17,6 +17,8 @@ Decisions:
   target-alone side generates each distinct prompt once (under soft_only all are the bare anchor).
 - A missing or malformed asset raises a typed error naming the file and how to make it, before any
   model loads; ``--package RUN_DIR`` writes an asset (bf16 weights + provenance) from a train.fsdp run.
+- The examples come from training's task generators (``train.data``), imported inside the functions
+  that draw them: the demo is not serving code, and no lw_runtime module imports train/ at import time.
 Left out: dataset tasks (their files cannot be assumed here), sampling, streaming
 (examples/serve_packets.py serves packets over HTTP).
 """
@@ -30,15 +32,18 @@ import time
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .data import DATASET_TASKS, Example, load_task
 from .generate import generate
 from .models import EMBEDDED_SOURCE, EMBEDDED_TARGET, load_model
 from .packets import encode
 from .protocols import PROTOCOLS, check_source_order, exact_match, extract_answer, source_text, target_alone_prompt, target_prompt
 from .translator import CONFIG_NAME, WEIGHTS_NAME, BottleneckedGatedTranslator
+
+if TYPE_CHECKING:
+    from train.data import Example
 
 DEFAULT_TRANSLATOR = Path(__file__).resolve().parent / "assets" / "embedded_translator"
 PROVENANCE_NAME = "provenance.json"
@@ -106,6 +111,8 @@ def read_provenance(directory: Path) -> Provenance:
         check_source_order(prov.source_order, "source_order")
     except ValueError as e:
         raise ProvenanceError(f"{path}: {e}") from None
+    from train.data import DATASET_TASKS, load_task
+
     if prov.task.partition(":")[0] in DATASET_TASKS:
         raise ProvenanceError(f"{path}: task {prov.task!r} reads a dataset; the demo draws generated tasks only")
     try:
@@ -179,6 +186,8 @@ def run_demo(translator_dir: str | Path = DEFAULT_TRANSLATOR, examples: int = 50
     cfg = translator.config
     print(f"translator: {translator_dir} ({cfg.num_soft_tokens} soft tokens; {prov.task}, {prov.protocol}, "
           f"{prov.source_order}; {prov.steps} steps on {prov.device}, commit {prov.commit}, {prov.date})", flush=True)
+    from train.data import load_task
+
     test = load_task(prov.task, "test", examples, seed=seed)
 
     source = load_model(cfg.source_model or EMBEDDED_SOURCE)

@@ -1,4 +1,4 @@
-"""Regenerate the training-only wide answer vocabularies in lw_runtime/data/ (``--wide-answers``).
+"""Regenerate the training-only wide answer vocabularies in train/data/ (``--wide-answers``).
 
 ``words.txt``: every word that is one whole-word token (a leading-space token: "Ġword" / "▁word") in
 both embedded models' vocabularies, SmolLM2-135M-Instruct and Gemma-3-270M: lowercase words of
@@ -32,12 +32,12 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lw_runtime.data.pools import blocked_words  # noqa: E402
+from train.data.pools import blocked_words  # noqa: E402
 from lw_runtime.protocols import answer_continuation  # noqa: E402
 
 WORD = re.compile(r"[a-z]{4,12}|[A-Z][a-z]{3,11}")
 LOWER = re.compile(r"[a-z]{4,12}")
-DATA = Path(__file__).resolve().parent.parent / "lw_runtime" / "data"
+DATA = Path(__file__).resolve().parent.parent / "train" / "data"
 MIN_ZIPF, TOP_N, PIECES = 2.5, 200_000, (2, 4)
 
 

@@ -8,7 +8,7 @@ named ``<root>/<run>``. Runs with baselines go into train.ablations' table (all 
 intervals, diagnostics) and plots; runs without them get a short table, their intervals bootstrapped
 from the test predictions each summary saves (``test_breakdown``), and every run gets tables by asked
 attribute and wording, and a table with a second interval that resamples the held-out answer values
-instead of the examples (each value is asked several times; ``lw_runtime.metrics.bootstrap_ci(groups=)``)
+instead of the examples (each value is asked several times; ``train.metrics.bootstrap_ci(groups=)``)
 beside the values it misses most. The provenance (command, commit, date, device) is read from each root's
 sweep.json / curriculum.json; a root that has neither (plain ``train.fsdp`` runs) may carry a
 ``provenance.json`` written from the launching call, and the report marks its command as such.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lw_runtime.metrics import bootstrap_ci  # noqa: E402
-from lw_runtime.data.tasks import load_task  # noqa: E402
+from train.metrics import bootstrap_ci  # noqa: E402
+from train.data.tasks import load_task  # noqa: E402
 from lw_runtime.protocols import answer_continuation, extract_answer, normalize_answer  # noqa: E402
 from train.ablations import markdown, plots  # noqa: E402
 

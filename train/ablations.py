@@ -32,10 +32,10 @@ from dataclasses import asdict
 import torch
 
 from lw_runtime import kv_cache
-from lw_runtime.metrics import fmt_ci
 
 from .config import DriverParser, parse_args
 from .loop import train
+from .metrics import fmt_ci
 from .provenance import commit, header_lines, lw_environment
 
 RECIPE_OFF = ["--no-rms-match", "--no-infonce", "--no-gate-lr-boost", "--dropout", "0", "--grad-clip", "0", "--no-early-stopping"]

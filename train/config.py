@@ -186,7 +186,7 @@ for _name in SECTIONS:
     setattr(TrainConfig, _name, _section_property(_name))
 
 
-# relay_qa's training augmentations (lw_runtime.data.tasks.RELAY_AUGMENTATIONS) -> their flags
+# relay_qa's training augmentations (train.data.tasks.RELAY_AUGMENTATIONS) -> their flags
 AUGMENTATION_FLAGS = {"wide": "wide-answers", "wide_templates": "wide-templates", "pseudo_words": "pseudo-words",
                       "multi_words": "multi-words"}
 
@@ -224,7 +224,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--wide-answers replaces relay_qa word values; task {cfg.task!r} has none")
     if cfg.wide_templates > 0 and not cfg.task.startswith("relay_"):
         raise ValueError(f"--wide-templates rewords relay-task sentences; task {cfg.task!r} has none")
-    from lw_runtime.data import DATASET_TASKS, check_source  # the dataset tasks, checked before any model loads
+    from .data import DATASET_TASKS, check_source  # the dataset tasks, checked before any model loads
 
     eval_task = cfg.eval_task or cfg.task
     train_base, eval_base = cfg.task.partition(":")[0], eval_task.partition(":")[0]

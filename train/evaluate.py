@@ -1,6 +1,6 @@
 """Every baseline in one run, on the same test examples, with the leak guard on for each.
 
-Methods (each a list of outputs for the same examples, scored by ``lw_runtime.metrics``):
+Methods (each a list of outputs for the same examples, scored by ``train.metrics``):
 - ``target_alone``: the target with the protocol's text and no soft tokens.
 - ``text_upper``: the target reads everything the source reads.
 - ``token_budget``: the target reads the source's text truncated to K target tokens.
@@ -27,12 +27,12 @@ import torch
 
 import lw_kernels
 from lw_runtime.generate import build_inputs, generate
-from lw_runtime.leakage import check_target_inputs
-from lw_runtime.metrics import entropy, summarize
 from lw_runtime.protocols import ANCHOR, answer_continuation, full_text_prompt, source_text, target_alone_prompt, target_prompt
 from lw_runtime.wire import message_bytes
 
+from .leakage import check_target_inputs
 from .losses import mean_pairwise_cosine, spelled_fraction
+from .metrics import entropy, summarize
 
 FORMATS = ("plain", "chat")
 BITS = (16, 8, 6, 4)

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         f"  outputs in {cfg.out_dir}"
     )
     if "evaluation" in summary:
-        from lw_runtime.metrics import fmt_ci
+        from .metrics import fmt_ci
 
         print("\nall methods on the same test examples (accuracy %, 95% bootstrap interval):")
         for name, m in summary["evaluation"]["methods"].items():

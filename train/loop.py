@@ -32,16 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lw_runtime.data import load_task
 from lw_runtime.generate import generate
-from lw_runtime.leakage import check_disjoint, check_target_inputs
-from lw_runtime.metrics import breakdown
 from lw_runtime.protocols import answer_continuation, full_text_prompt, target_alone_prompt, target_prompt
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses, questions, reconstruction
 from .checkpoint import Checkpointer
 from .config import TrainConfig, check_config, relay_augmentations
+from .data import data_keywords, load_task
+from .leakage import check_disjoint, check_target_inputs
+from .metrics import breakdown
 from .provenance import lw_environment
 from .distributed import DistContext
 from .metrics_log import MetricsLog
@@ -388,9 +388,7 @@ def flush_denormal_is_on() -> bool:
 
 def dataset_keywords(cfg: TrainConfig, split: str) -> dict:
     """load_task keywords pointing ``split``'s task at --data / --eval-data ({} for a generated task);
-    the rule, hold-out included, is lw_runtime.data.data_keywords."""
-    from lw_runtime.data import data_keywords
-
+    the rule, hold-out included, is train.data.data_keywords."""
     return data_keywords(cfg.task, cfg.eval_task, split, cfg.data, cfg.eval_data)
 
 

@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lw_runtime.data import load_task
 from lw_runtime.generate import generate
-from lw_runtime.leakage import check_disjoint, check_target_inputs
 from lw_runtime.protocols import answer_continuation, exact_match, full_text_prompt
 from lw_runtime.translator import PRESETS
 
 from . import losses
 from .config import TrainConfig, check_config, parse_args, relay_augmentations
+from .data import load_task
+from .leakage import check_disjoint, check_target_inputs
 from .loop import lr_factor, resolve_device
 from .source_cache import shared_models, truncate_blocks
 

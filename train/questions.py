@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from lw_runtime.data.example import Example
-from lw_runtime.data.templates import RELAY_QUESTIONS
+from .data.example import Example
+from .data.templates import RELAY_QUESTIONS
 
 
 def fact_questions(example: Example) -> list[Example]:

@@ -5,11 +5,11 @@ from itertools import combinations
 
 import pytest
 
-from lw_runtime.data import SPLITS, arithmetic
+from train.data import SPLITS, arithmetic
 
 
 def recompute(start, ops):
-    """Independent of lw_runtime.data.arithmetic.apply_ops, on purpose."""
+    """Independent of train.data.arithmetic.apply_ops, on purpose."""
     count = start
     for op, args in ops:
         assert count > 0

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lw_runtime.data import DatasetFormatError, load_gsm8k, load_hotpotqa, load_squad
+from train.data import DatasetFormatError, load_gsm8k, load_hotpotqa, load_squad
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lw_runtime.data import arithmetic, load_gsm8k, load_task, relay_qa
+from train.data import arithmetic, load_gsm8k, load_task, relay_qa
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,7 +6,7 @@ from itertools import combinations
 
 import pytest
 
-from lw_runtime.data import KINDS, SPLITS, relay_qa
+from train.data import KINDS, SPLITS, relay_qa
 
 LADDER = (1, 2, 4, 8)
 
@@ -137,8 +137,8 @@ def test_wide_zero_draws_exactly_what_it_drew_before():
 
 
 def test_wide_answers_come_from_the_wide_vocabulary_and_never_from_a_held_out_pool():
-    from lw_runtime.data.pools import POOL_FILES, split_pool, wide_words
-    from lw_runtime.data.synthetic import WORD_KINDS
+    from train.data.pools import POOL_FILES, split_pool, wide_words
+    from train.data.synthetic import WORD_KINDS
 
     held_out = {w.lower() for name in POOL_FILES for split in SPLITS[1:] for entry in split_pool(name, split)
                 for w in entry.split()}
@@ -157,8 +157,8 @@ def test_wide_answers_come_from_the_wide_vocabulary_and_never_from_a_held_out_po
 
 
 def test_pseudo_words_are_invented_spellings_that_are_never_held_out_or_in_the_wide_vocabulary():
-    from lw_runtime.data.pools import held_out_words, wide_words
-    from lw_runtime.data.synthetic import WORD_KINDS
+    from train.data.pools import held_out_words, wide_words
+    from train.data.synthetic import WORD_KINDS
 
     vocab = {w.lower() for w in wide_words()}
     examples = relay_qa("train", 2000, n_facts=2, seed=3, wide=1.0, pseudo_words=0.5)
@@ -209,8 +209,8 @@ def test_multi_and_pseudo_words_draw_a_pinned_stream():
 
 
 def test_multi_words_are_real_listed_words_never_held_out():
-    from lw_runtime.data.pools import held_out_words, multi_words, wide_words
-    from lw_runtime.data.synthetic import WORD_KINDS
+    from train.data.pools import held_out_words, multi_words, wide_words
+    from train.data.synthetic import WORD_KINDS
 
     multi, one_token = set(multi_words()), set(wide_words())
     assert len(multi) > 20000 and not multi & one_token
@@ -229,7 +229,7 @@ def test_multi_words_are_real_listed_words_never_held_out():
 
 
 def test_held_out_words_are_removed_from_the_multi_word_list(monkeypatch):
-    from lw_runtime.data import pools
+    from train.data import pools
 
     pools.multi_words.cache_clear()
     monkeypatch.setattr(pools, "held_out_forms", lambda: frozenset({"radish"}))
@@ -242,7 +242,7 @@ def test_held_out_words_are_removed_from_the_multi_word_list(monkeypatch):
 
 def test_plural_and_singular_forms_of_held_out_words_are_never_training_answers():
     """The exact-answer leak guard would not see "canaries" in training beside "canary" in test."""
-    from lw_runtime.data.pools import held_out_forms, held_out_words, inflections, multi_words, wide_words
+    from train.data.pools import held_out_forms, held_out_words, inflections, multi_words, wide_words
 
     assert {"canaries", "canary's", "canarys"} <= inflections("canary")
     assert {"midwives", "wolves"} <= inflections("midwife") | inflections("wolf")
@@ -260,7 +260,7 @@ def test_plural_and_singular_forms_of_held_out_words_are_never_training_answers(
 
 
 def test_blocked_words_are_never_training_answers():
-    from lw_runtime.data.pools import blocked_words, multi_words, wide_words
+    from train.data.pools import blocked_words, multi_words, wide_words
 
     blocked = blocked_words()
     assert len(blocked) > 50 and "whore" in blocked and not any(w.startswith("#") for w in blocked)
@@ -275,7 +275,7 @@ def test_blocked_words_are_never_training_answers():
 def test_a_pseudo_word_equal_to_a_reserved_word_is_drawn_again(monkeypatch):
     import random
 
-    from lw_runtime.data import pseudo_words
+    from train.data import pseudo_words
 
     first = pseudo_words.pseudo_word(random.Random(7))
     monkeypatch.setattr(pseudo_words, "_reserved", lambda: frozenset({first.lower()}))
@@ -308,7 +308,7 @@ def test_pseudo_words_are_several_tokens_in_both_embedded_tokenizers(source, tar
     """What the option is for: spellings the translator cannot pass as one token id."""
     import random
 
-    from lw_runtime.data.pseudo_words import pseudo_word
+    from train.data.pseudo_words import pseudo_word
 
     rng = random.Random(0)
     words = [pseudo_word(rng) for _ in range(300)]
@@ -322,7 +322,7 @@ def test_multi_words_are_two_to_four_pieces_in_the_embedded_target(target):
     list; scripts/make_words.py chose every word this way)."""
     import random
 
-    from lw_runtime.data.pools import multi_words
+    from train.data.pools import multi_words
 
     words = random.Random(0).sample(multi_words(), 400)
     pieces = [len(target.tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words]

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lw_runtime.data import DatasetFormatError, data_keywords, load_task
-from lw_runtime.leakage import check_disjoint
+from train.data import DatasetFormatError, data_keywords, load_task
+from train.leakage import check_disjoint
 from train.config import check_config, parse_args, relay_augmentations
 from train.loop import dataset_keywords
 

@@ -6,11 +6,11 @@ from collections import defaultdict
 
 import pytest
 
-from lw_runtime.data import KINDS, SPLITS, load_task, relay_qa
-from lw_runtime.data.pools import split_pool
-from lw_runtime.data.synthetic import article
-from lw_runtime.data.templates import RELAY_FACTS, RELAY_QUESTIONS
-from lw_runtime.data.wide_templates import WIDE_FACTS, WIDE_QUESTIONS
+from train.data import KINDS, SPLITS, load_task, relay_qa
+from train.data.pools import split_pool
+from train.data.synthetic import article
+from train.data.templates import RELAY_FACTS, RELAY_QUESTIONS
+from train.data.wide_templates import WIDE_FACTS, WIDE_QUESTIONS
 
 HELD_OUT = SPLITS[1:]
 TABLES = (("facts", RELAY_FACTS, WIDE_FACTS), ("questions", RELAY_QUESTIONS, WIDE_QUESTIONS))

@@ -4,9 +4,9 @@ from itertools import combinations
 
 import pytest
 
-from lw_runtime.data import SPLITS
-from lw_runtime.data.pools import AGES, CODES, POOL_FILES, partition, read_pool, split_pool
-from lw_runtime.data.synthetic import KINDS, VALUE_POOLS
+from train.data import SPLITS
+from train.data.pools import AGES, CODES, POOL_FILES, partition, read_pool, split_pool
+from train.data.synthetic import KINDS, VALUE_POOLS
 
 MINIMUM_SIZES = {"first_names": 300, "surnames": 300, "cities": 100, "jobs": 60, "pets": 40,
                  "colours": 40, "items": 40}
@@ -51,7 +51,7 @@ def test_partition_is_exact_in_size_and_independent_of_input_order():
 
 
 def test_template_tables_never_reuse_a_wording_in_two_splits():
-    from lw_runtime.data.templates import ARITHMETIC, RELAY_FACTS, RELAY_QUESTIONS
+    from train.data.templates import ARITHMETIC, RELAY_FACTS, RELAY_QUESTIONS
     for table in (RELAY_FACTS, RELAY_QUESTIONS, ARITHMETIC):
         for slot, by_split in table.items():
             assert sorted(by_split) == sorted(SPLITS), slot

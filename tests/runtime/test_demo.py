@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from lw_runtime import demo
-from lw_runtime.data import load_task
+from train.data import load_task
 from lw_runtime.generate import generate
 from lw_runtime.packets import encode
 from lw_runtime.protocols import exact_match, extract_answer, source_text, target_alone_prompt, target_prompt

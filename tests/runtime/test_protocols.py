@@ -2,7 +2,7 @@
 
 import pytest
 
-from lw_runtime.data import relay_qa
+from train.data import relay_qa
 from lw_runtime.protocols import (
     exact_match,
     extract_answer,

@@ -13,6 +13,7 @@ from lw_runtime.generate import stream
 from lw_runtime.kv_cache import CacheFullError
 from lw_runtime.models import LoadedModel
 from lw_runtime.runtime import StaticRuntime, UnsupportedModelError, cache_length
+from lw_runtime.wire import ChunkError
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
@@ -274,7 +275,7 @@ def test_smollm2_packets_in_any_order_and_shared_prefix(target):
     decoded = lw_runtime.decode(packets)
     got = lw_runtime.generate(target, packets=iter(order), texts=SOFT_TEXTS, max_new_tokens=6)
     assert got == lw_runtime.generate(target, decoded, texts=SOFT_TEXTS, max_new_tokens=6, runtime="hf")
-    with pytest.raises(lw_runtime.ChunkError, match="incomplete"):
+    with pytest.raises(ChunkError, match="incomplete"):
         lw_runtime.generate(target, packets=packets[:-1], texts=SOFT_TEXTS[:1], max_new_tokens=2)
 
 

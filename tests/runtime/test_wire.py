@@ -494,3 +494,16 @@ def test_every_error_is_a_value_error():
     assert len(errors) >= 15
     assert all(issubclass(e, ValueError) for e in errors)
     assert lw_packets.WireFormatError is wire.WireFormatError
+
+
+def test_top_level_exports_wire_format_error_but_not_its_subclasses():
+    """Servers catch one ``lw_runtime.WireFormatError``; the faults it splits into stay in ``lw_runtime.wire``."""
+    import lw_runtime
+    import lw_runtime.wire as wire
+
+    assert "WireFormatError" in lw_runtime.__all__ and lw_runtime.WireFormatError is wire.WireFormatError
+    subclasses = [n for n, v in vars(wire).items()
+                  if isinstance(v, type) and issubclass(v, wire.WireFormatError) and v is not wire.WireFormatError]
+    assert len(subclasses) >= 14
+    assert not set(subclasses) & set(lw_runtime.__all__)
+    assert not [n for n in subclasses if hasattr(lw_runtime, n)]

@@ -117,7 +117,7 @@ def wide_vocab_pair(tmp_path_factory):
 def test_step_recorder_matches_flop_counter_on_a_trainer_step(wide_vocab_pair):
     """StepFlops' hooks see the shapes a real Trainer step runs (translator, target, LM-head rows,
     InfoNCE projection): their count matches FlopCounterMode over the whole step."""
-    from lw_runtime.data import load_task
+    from train.data import load_task
     from train.config import parse_args
     from train.distributed import DistContext
     from train.loop import SourceCache, Trainer

@@ -27,7 +27,7 @@ import shlex
 import pytest
 import torch
 
-from lw_runtime.data import load_task
+from train.data import load_task
 from lw_runtime.generate import generate
 from lw_runtime.protocols import exact_match, target_prompt
 from train.config import parse_args

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lw_runtime.data.synthetic import relay_qa
-from lw_runtime.metrics import bootstrap_ci, breakdown
+from train.data.synthetic import relay_qa
+from train.metrics import bootstrap_ci, breakdown
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "quality_report.py"
 

@@ -13,8 +13,8 @@ import json
 import pytest
 import torch
 
-from lw_runtime.data import load_task
-from lw_runtime.data.templates import RELAY_QUESTIONS
+from train.data import load_task
+from train.data.templates import RELAY_QUESTIONS
 from lw_runtime.protocols import source_text
 from train import questions, reconstruction
 from train.config import parse_args

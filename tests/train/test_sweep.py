@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lw_runtime.data.tasks import load_task
+from train.data.tasks import load_task
 from train import curriculum, sweep
 from train.config import check_config, parse_args
 

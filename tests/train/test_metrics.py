@@ -1,6 +1,6 @@
 """Metrics: bootstrap intervals, F1, degenerate-output detection."""
 
-from lw_runtime.metrics import bootstrap_ci, f1_score, is_repetition_loop, summarize
+from train.metrics import bootstrap_ci, f1_score, is_repetition_loop, summarize
 
 
 def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_n():
@@ -59,8 +59,8 @@ def test_repetition_loops():
 
 
 def test_breakdown_slices_by_kind_and_wording_and_keeps_every_prediction():
-    from lw_runtime.data.synthetic import relay_qa
-    from lw_runtime.metrics import breakdown
+    from train.data.synthetic import relay_qa
+    from train.metrics import breakdown
 
     examples = relay_qa("test", 40, n_facts=2)
     # right on every code question, wrong everywhere else
@@ -84,8 +84,8 @@ def test_breakdown_slices_by_kind_and_wording_and_keeps_every_prediction():
 
 
 def test_breakdown_puts_examples_without_metadata_in_one_slice():
-    from lw_runtime.data.example import Example
-    from lw_runtime.metrics import breakdown
+    from train.data.example import Example
+    from train.metrics import breakdown
 
     examples = [Example(id=str(i), task="t", passage="p", question="q", answer="7", split="test") for i in range(3)]
     b = breakdown(examples, [" 7", " 8", " 7"])

@@ -1,7 +1,7 @@
 """Evaluation metrics: EM / F1 with bootstrap 95% intervals, degenerate-output counts, entropy.
 
 Decisions:
-- EM and F1 use SQuAD normalisation on the strictly extracted answer (``protocols.extract_answer``).
+- EM and F1 use SQuAD normalisation on the strictly extracted answer (``lw_runtime.protocols.extract_answer``).
 - Intervals: percentile bootstrap over examples (2,000 resamples, fixed seed), so two methods
   evaluated on the same examples can be compared on the same footing. ``groups=`` gives a cluster
   bootstrap instead (resample whole groups, e.g. the gold answer value): a relay-QA test split asks
@@ -17,7 +17,7 @@ import math
 import random
 from collections import Counter
 
-from .protocols import exact_match, extract_answer, normalize_answer
+from lw_runtime.protocols import exact_match, extract_answer, normalize_answer
 
 
 def f1_score(prediction: str, gold: str) -> float:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lw_runtime.data import arithmetic, relay_qa
-from lw_runtime.data.example import Example
-from lw_runtime.leakage import (
+from train.data import arithmetic, relay_qa
+from train.data.example import Example
+from train.leakage import (
     AnswerLeakError,
     SplitOverlapError,
     check_disjoint,
