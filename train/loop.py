@@ -392,10 +392,9 @@ def dataset_keywords(cfg: TrainConfig, split: str) -> dict:
     return data_keywords(cfg.task, cfg.eval_task, split, cfg.data, cfg.eval_data)
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
-    out = Path(cfg.out_dir)
-    device = ctx.device
-    translator_rng = torch.get_rng_state()  # the translator is initialised from here, as in one process
+def load_splits(cfg: TrainConfig) -> tuple[list, list, list]:
+    """The run's train / validation / test examples, checked disjoint (ids, passages, questions and,
+    within relay tasks, answers)."""
     train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **relay_augmentations(cfg),
                           **dataset_keywords(cfg, "train"))
     eval_task = cfg.eval_task or cfg.task
@@ -407,6 +406,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     test_set = load_task(eval_task, "test", cfg.test_examples, seed=cfg.seed, **dataset_keywords(cfg, "test"))
     check_disjoint(train_set, val_set + test_set, compare_answers=compare_answers)
     check_disjoint(val_set, test_set, compare_answers=eval_task.startswith("relay"))
+    return train_set, val_set, test_set
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
+    out = Path(cfg.out_dir)
+    device = ctx.device
+    translator_rng = torch.get_rng_state()  # the translator is initialised from here, as in one process
+    train_set, val_set, test_set = load_splits(cfg)
     # every rank encodes every example the same way, so source states are bitwise those of one process
     cache = shared_cache(cfg, source)
     cache.fill(train_set + val_set + test_set)

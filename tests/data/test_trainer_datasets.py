@@ -11,9 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from train.data import DatasetFormatError, data_keywords, load_task
-from train.leakage import check_disjoint
-from train.config import check_config, parse_args, relay_augmentations
-from train.loop import dataset_keywords
+from train.config import check_config, parse_args
+from train.loop import load_splits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SQUAD_TRAIN = str(FIXTURES / "squad_train.json")  # 6 articles, 9 questions, SQuAD v1.1 release layout
@@ -25,16 +24,7 @@ def load_like_train(flags: list[str]):
     """Parse and check flags, then load the three splits with _train's own calls (no models)."""
     cfg = parse_args(flags)
     check_config(cfg)
-    train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **relay_augmentations(cfg),
-                          **dataset_keywords(cfg, "train"))
-    eval_task = cfg.eval_task or cfg.task
-    same_family = eval_task.split(":")[0] == cfg.task.split(":")[0] or (eval_task.startswith("relay") and cfg.task.startswith("relay"))
-    compare_answers = same_family and eval_task.startswith("relay")
-    val_set = load_task(eval_task, "validation", cfg.val_examples, seed=cfg.seed, **dataset_keywords(cfg, "validation"))
-    test_set = load_task(eval_task, "test", cfg.test_examples, seed=cfg.seed, **dataset_keywords(cfg, "test"))
-    check_disjoint(train_set, val_set + test_set, compare_answers=compare_answers)
-    check_disjoint(val_set, test_set, compare_answers=eval_task.startswith("relay"))
-    return train_set, val_set, test_set
+    return load_splits(cfg)
 
 
 def answers(examples):

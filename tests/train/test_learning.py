@@ -3,20 +3,21 @@ must beat target-alone by >= 20 points on the held-out split (unseen names, temp
 the gain must vanish when the translator's output is replaced by noise or by another example's soft
 tokens.
 
-The CI-sized setting (LEARNING_ARGS), and why it is smaller than the main job:
+**Not in CI (marked ``slow``) until a seed-robust setting exists.** Its outcome depends on the seed and on
+the machine: learning in this setting is bistable across seeds, and the same seed on another CPU takes
+another trajectory. On 2026-12-07 a fresh clone's CI run on a 2-core AMD EPYC without AVX-512 gave 0% vs 0%
+with the seed that passed on 2026-12-04 (issue 17), so CI would block every submission on such machines.
+Run it on demand: ``python -m pytest -m slow tests/train/test_learning.py`` (~10 minutes on 2 cores).
+
+The setting (LEARNING_ARGS), and what is known about it (results/sweeps/README.md):
 - 1-fact code relay with 2-digit codes (``relay_code2``: test codes never occur in training), K = 16,
-  ``--source-position conv``, batch 16, 600 steps, fp32 on the CPU (~10 minutes on 2 cores).
-- The target keeps its first 12 of 30 blocks (``--target-layers 12``): 2.5x cheaper per step, and on
-  the H100 this setting learned where the full-depth target did not within CI-sized budgets. The
-  target's last 18 blocks are not needed to prove the bridge carries information: target-alone is
-  measured on the same 12-block model and the noise/shuffle controls run on it too.
-- Learning here is bistable across seeds (results/sweeps/README.md): in the same setting on an H100
-  (fp32, the CPU's torch-reference kernels) 4 of 6 seeds beat target-alone by >= 20 points after 600
-  steps and 6 of 12 after 1,000 steps; the rest stay near 0%. The test therefore fixes the seed
-  (``--seed 1``, which learned in both H100 sweeps) and the thread count; torch on the CPU is
-  deterministic for a fixed seed, thread count and instruction set, so a code change that breaks
-  learning fails it, but so could a change that only moves the run to the other basin. The
-  seed statistics above are the honest measure of how reliably this recipe learns.
+  ``--source-position conv``, batch 16, 600 steps, fp32 on the CPU, the target cut to its first 12 of 30
+  blocks (``--target-layers 12``, 2.5x cheaper per step; target-alone and the controls use the same cut).
+- On an H100 (fp32, the CPU's torch-reference kernels) 4 of 6 seeds beat target-alone by >= 20 points after
+  600 steps and 6 of 12 after 1,000. On 2026-12-07 (400 steps) the reconstruction objective (``--recon-weight``,
+  ``--recon-steps``) and the spelling loss did not make it seed-robust: 0 of 4, 2 of 3 and 1 of 4 seeds for
+  three reconstruction schedules, 4 of 10 with the spelling loss, 2 of 5 with both, against 1 of 4 with
+  neither; with the whole target, reconstruction learned on 2 of 2 seeds, a setting 2.5x dearer per step. A setting that learns on every seed is the open part of issue 17.
 ``LW_LEARNING_ARGS`` replaces the flags (e.g. the main job's defaults on a GPU:
 ``LW_LEARNING_ARGS="--test-examples 100 --no-baselines"``).
 """
@@ -36,6 +37,9 @@ from train.loop import SourceCache, train, truncate_blocks
 CI_ARGS = ("--task relay_code2 --tokens 16 --batch-size 16 --target-layers 12 --source-position conv --steps 600 "
            "--eval-every 100 --val-examples 64 --test-examples 100 --no-baselines --no-early-stopping --seed 1 --threads 2")
 LEARNING_ARGS = shlex.split(os.environ.get("LW_LEARNING_ARGS", CI_ARGS))
+
+
+pytestmark = pytest.mark.slow  # see the module docstring: not seed-robust, so not in CI
 
 
 @pytest.fixture(scope="module")
