@@ -222,8 +222,11 @@ class Trainer:
             loss = loss + recon_w * recon_sum * recon_scale
             sums["recon"] = float(recon_sum.detach())
         if infonce_on:
-            pooled = distributed.all_gather_with_grad(soft_encoded.float().mean(1), ctx).unsqueeze(1)
-            source_pooled = distributed.all_gather_no_grad(losses.pooled_source(hidden, mask), ctx)
+            # one row per passage (its drawn question), so every rank gathers the same number of rows
+            first = [owner.index(i) for i in range(len(examples))] if len(encoded) != len(examples) else list(range(len(examples)))
+            pick = torch.tensor(first, device=soft_encoded.device)
+            pooled = distributed.all_gather_with_grad(soft_encoded[pick].float().mean(1), ctx).unsqueeze(1)
+            source_pooled = distributed.all_gather_no_grad(losses.pooled_source(hidden[pick], mask[pick]), ctx)
             nce = losses.info_nce(pooled, source_pooled, self.projection)
             loss = loss + cfg.infonce_weight * nce / cfg.grad_accum
             sums["infonce"] = float(nce.detach()) / cfg.grad_accum
@@ -417,6 +420,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     # every rank encodes every example the same way, so source states are bitwise those of one process
     cache = shared_cache(cfg, source)
     cache.fill(train_set + val_set + test_set)
+    if cfg.all_questions and cfg.protocol != "context":  # each question is its own source read: encode them up front
+        cache.fill([row for e in train_set for row in questions.fact_questions(e)[1:]])
     setup_s = time.time() - t0
 
     calib = train_set[: min(len(train_set), 512)]
@@ -459,7 +464,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
 
     def recon_metrics(examples) -> dict:
         return reconstruction.reconstruction_metrics(target, translator, cache, examples[: cfg.recon_eval], cfg.protocol,
-                                                     cfg.source_order, device)
+                                                     cfg.source_order, device, synced_gpus=cfg.shard_target)
 
     bar = None
     if ctx.is_main and cfg.progress:
@@ -541,7 +546,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     if ctx.is_main:
         final.save_pretrained(out / "translator")
     test_recon = reconstruction.reconstruction_metrics(target, final, cache, test_set[: cfg.recon_eval], cfg.protocol,
-                                                       cfg.source_order, device) if recon_on else None
+                                                       cfg.source_order, device, synced_gpus=cfg.shard_target) if recon_on else None
     summary = {
         "config": asdict(cfg),
         "environment": lw_environment(),

@@ -6,7 +6,9 @@ Why: the bridge is trained on the task, the text baselines are not. "bridge / tu
 how much of the passage the latents retain from "the translator was trained on the task".
 
 Decisions:
-- Same flags as ``python -m train.fsdp`` (one parser); ``--tokens`` is the prompt length K (the
+- Same flags and splits as ``python -m train.fsdp`` (one parser, ``load_splits``); the QA loss alone
+  (the bridge's auxiliary losses have no counterpart here); its final prompt is scored, where the
+  bridge keeps its best validation checkpoint. ``--tokens`` is the prompt length K (the
   preset's when 0). The prompt is K free vectors initialised like the translator's output (random
   directions at the RMS of the target's embedding table); AdamW with the bridge's learning rate,
   weight decay, warmup and cosine decay; no InfoNCE (no source), no early stopping (fixed budget).
@@ -34,10 +36,9 @@ from lw_runtime.protocols import answer_continuation, exact_match, full_text_pro
 from lw_runtime.translator import PRESETS
 
 from . import losses
-from .config import TrainConfig, check_config, parse_args, relay_augmentations
-from .data import load_task
-from .leakage import check_disjoint, check_target_inputs
-from .loop import lr_factor, resolve_device
+from .config import TrainConfig, check_config, parse_args
+from .leakage import check_target_inputs
+from .loop import load_splits, lr_factor, resolve_device
 from .source_cache import shared_models, truncate_blocks
 
 
@@ -48,6 +49,8 @@ def prompt_text(example) -> str:
 
 def train_prompt(cfg: TrainConfig) -> dict:
     check_config(cfg)
+    if cfg.all_questions:
+        raise ValueError("--all-questions changes what one step trains on; prompt tuning trains one question per passage")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
@@ -57,9 +60,7 @@ def train_prompt(cfg: TrainConfig) -> dict:
     _, target = shared_models(cfg, device, dtype)
     restore = truncate_blocks(target, cfg.target_layers)
     try:
-        train_set = load_task(cfg.task, "train", cfg.train_examples, seed=cfg.seed, **relay_augmentations(cfg))
-        test_set = load_task(cfg.eval_task or cfg.task, "test", cfg.test_examples, seed=cfg.seed)
-        check_disjoint(train_set, test_set, compare_answers=(cfg.eval_task or cfg.task).startswith("relay"))
+        train_set, _, test_set = load_splits(cfg)  # the bridge's own splits and disjointness checks
         k = cfg.tokens or PRESETS[cfg.preset]["num_soft_tokens"]
         rms = target.embedding_rms()
         init = torch.randn(k, target.hidden_size, device=device)

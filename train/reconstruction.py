@@ -59,12 +59,13 @@ def appears(value: str, text: str) -> bool:
 def fact_values(example) -> list[str]:
     """The values a passage states: every fact of a relay-QA passage, else the answer alone."""
     facts = example.meta.get("facts") if example.meta else None
-    return [value for _, _, value in facts] if facts else [example.answer]
+    values = [value for _, _, value in facts] if facts else [example.answer]
+    return [v for v in values if v.strip()]  # an unanswerable question (SQuAD v2) states no fact
 
 
 @torch.no_grad()
 def reconstruction_metrics(target, translator, cache, examples, protocol: str, order: str, device,
-                           batch_size: int = 32) -> dict:
+                           batch_size: int = 32, synced_gpus: bool = False) -> dict:
     """Token accuracy (teacher-forced), exact regenerations and fact recall (greedy) on ``examples``."""
     was_training = translator.training
     translator.eval()
@@ -79,7 +80,8 @@ def reconstruction_metrics(target, translator, cache, examples, protocol: str, o
             total += labels.numel()
             wanted = [t.strip() for t in reconstruction_targets(chunk, protocol, order)]
             longest = max(len(target.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in wanted)
-            outputs = generate(target, soft, texts=[RECON_PROMPT] * len(chunk), max_new_tokens=longest + 4)
+            outputs = generate(target, soft, texts=[RECON_PROMPT] * len(chunk), max_new_tokens=longest + 4,
+                               synced_gpus=synced_gpus)
             for out, want, example in zip(outputs, wanted, chunk):
                 exact += out.strip() == want
                 values = fact_values(example)

@@ -131,3 +131,20 @@ def test_prompt_tuning_baseline_trains_the_prompt_and_scores_like_the_bridge(mod
     test = load_task("relay_code2", "test", 5, seed=0)
     assert saved["correct"] == [exact_match(o, e.answer) for o, e in zip(saved["samples"]["outputs"], test)]
     assert summary["test_acc"] == sum(saved["correct"]) / 5
+
+
+def test_infonce_gathers_one_row_per_passage_with_all_questions(models, tmp_path, monkeypatch):
+    """Ranks gather equal-sized InfoNCE batches: one row per passage, however many questions each has."""
+    from train import distributed
+
+    widths = []
+    original = distributed.all_gather_with_grad
+
+    def spy(tensor, ctx):
+        widths.append(tensor.shape[0])
+        return original(tensor, ctx)
+
+    monkeypatch.setattr(distributed, "all_gather_with_grad", spy)
+    _run(models, tmp_path, "--task", "relay_qa:3", "--protocol", "soft_only", "--all-questions", "--steps", "3",
+         "--warmup", "2", "--eval-every", "3")
+    assert widths and all(w == 4 for w in widths)  # --batch-size 4 passages, never their question rows
