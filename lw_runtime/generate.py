@@ -40,6 +40,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from .decode_loop import DecodeLoop, logits_processors, repetition_penalty_processor
 from .models import LoadedModel
 from .packets import Decoder, decode, iter_packets
+from .kv_cache import CacheFullError
 from .runtime import StaticRuntime, UnsupportedModelError, cache_length, runtime_for
 from .source import encode_source
 from .wire import ChunkError
@@ -238,6 +239,14 @@ def _prefill(target, rt, batch: int, num_soft: int, chunks, texts, max_new_token
     head = len(bos) + num_soft
     if head + width == 0:
         raise ValueError("nothing for the target to read: no soft tokens and empty texts")
+    # a message's declared length sizes the KV cache before its data arrives: bound it by the target's
+    # own context, so a tiny packet declaring a huge message cannot make the receiver allocate for it
+    limit = getattr(target.model.config.get_text_config(), "max_position_embeddings", None)
+    if limit and head + width + max_new_tokens > limit:
+        raise CacheFullError(
+            f"the message declares {num_soft} soft tokens: with {width} text tokens and max_new_tokens "
+            f"{max_new_tokens} that is {head + width + max_new_tokens} positions, beyond the target's context of {limit}"
+        )
     rt.start(batch, cache_length(head if shared else head + width + max_new_tokens))
     if bos:
         rt.prefill_chunk(target.embed(torch.tensor([bos] * batch, device=device)))

@@ -203,3 +203,20 @@ def test_generate_refuses_a_tiny_packet_declaring_a_huge_message_without_allocat
         generate(target, packets=[packet], max_new_tokens=2, runtime="static")
     with pytest.raises(ChunkError, match="incomplete"):
         generate(target, packets=iter([packet]), max_new_tokens=2, runtime="hf")
+
+
+def test_generate_refuses_a_message_longer_than_the_targets_context_before_sizing_a_cache(target, monkeypatch):
+    """A 1-chunk packet of the right width declaring more tokens than the target's context: refused
+    with a typed error before the static runtime sizes a KV cache for the declared length."""
+    from lw_runtime.generate import generate
+    from lw_runtime.kv_cache import CacheFullError
+    from lw_runtime.runtime import StaticRuntime
+
+    started = []
+    original = StaticRuntime.start
+    monkeypatch.setattr(StaticRuntime, "start", lambda self, *a, **k: started.append(a) or original(self, *a, **k))
+    limit = target.model.config.get_text_config().max_position_embeddings
+    packet = declared_max_packet(dim=target.hidden_size, cap=4 * target.hidden_size * (limit + 1))  # one token too many
+    with pytest.raises(CacheFullError, match="beyond the target's context"):
+        generate(target, packets=[packet], max_new_tokens=2, runtime="static")
+    assert started == []  # no cache was sized for the declared message
