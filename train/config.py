@@ -217,6 +217,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--recon-steps and --recon-weight are >= 0, got {cfg.recon_steps} and {cfg.recon_weight:g}")
     if cfg.recon_steps >= cfg.steps > 0:
         raise ValueError(f"--recon-steps {cfg.recon_steps} leaves no QA step of --steps {cfg.steps}")
+    if cfg.all_questions and cfg.protocol == "context" and cfg.spell_weight > 0:
+        raise ValueError("--spell-weight pulls soft tokens toward one answer; with --all-questions in context one "
+                         "passage's soft tokens serve every question, so the two do not combine")
     if cfg.init_from:
         if not (Path(cfg.init_from) / CONFIG_NAME).is_file():
             raise ValueError(f"--init-from {cfg.init_from}: no {CONFIG_NAME} there; pass a saved translator folder (a run's OUT/translator or OUT/best)")

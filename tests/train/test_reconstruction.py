@@ -148,3 +148,11 @@ def test_infonce_gathers_one_row_per_passage_with_all_questions(models, tmp_path
     _run(models, tmp_path, "--task", "relay_qa:3", "--protocol", "soft_only", "--all-questions", "--steps", "3",
          "--warmup", "2", "--eval-every", "3")
     assert widths and all(w == 4 for w in widths)  # --batch-size 4 passages, never their question rows
+
+
+def test_spelling_loss_is_refused_where_one_passage_serves_several_answers():
+    from train.config import check_config
+
+    with pytest.raises(ValueError, match="spell-weight"):
+        check_config(parse_args(["--task", "relay_qa:4", "--protocol", "context", "--all-questions", "--spell-weight", "1"]))
+    check_config(parse_args(["--task", "relay_qa:4", "--protocol", "soft_only", "--all-questions", "--spell-weight", "1"]))
