@@ -40,8 +40,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from .decode_loop import DecodeLoop, logits_processors, repetition_penalty_processor
 from .models import LoadedModel
 from .packets import Decoder, decode, iter_packets
-from .kv_cache import CacheFullError
-from .runtime import StaticRuntime, UnsupportedModelError, cache_length, runtime_for
+from .runtime import StaticRuntime, UnsupportedModelError, runtime_for
 from .source import encode_source
 from .wire import ChunkError
 
@@ -239,22 +238,16 @@ def _prefill(target, rt, batch: int, num_soft: int, chunks, texts, max_new_token
     head = len(bos) + num_soft
     if head + width == 0:
         raise ValueError("nothing for the target to read: no soft tokens and empty texts")
-    # a message's declared length sizes the KV cache before its data arrives: bound it by the target's
-    # own context, so a tiny packet declaring a huge message cannot make the receiver allocate for it
-    limit = getattr(target.model.config.get_text_config(), "max_position_embeddings", None)
-    if limit and head + width + max_new_tokens > limit:
-        raise CacheFullError(
-            f"the message declares {num_soft} soft tokens: with {width} text tokens and max_new_tokens "
-            f"{max_new_tokens} that is {head + width + max_new_tokens} positions, beyond the target's context of {limit}"
-        )
-    rt.start(batch, cache_length(head if shared else head + width + max_new_tokens))
+    needed = head + width + max_new_tokens  # checked first: a message declares its length before its data arrives
+    slots = rt.slots_for(needed)
+    rt.start(batch, rt.slots_for(head) if shared else slots)
     if bos:
         rt.prefill_chunk(target.embed(torch.tensor([bos] * batch, device=device)))
     for chunk in chunks:
         check_soft_tokens(chunk, target.hidden_size)
         rt.prefill_chunk(chunk.to(device=device, dtype=rt.dtype))
     if shared:
-        rt.start(rows, cache_length(head + width + max_new_tokens), prefix=rt.snapshot())
+        rt.start(rows, slots, prefix=rt.snapshot())
     if width:
         ids = torch.full((rows, width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros(rows, width, dtype=torch.bool)
@@ -341,7 +334,7 @@ def _static_loop(target, rt, soft_tokens, packets, translator, texts, rows, *, m
         _prefill(target, rt, 1, soft_tokens.shape[1], [soft_tokens], texts, max_new_tokens)
     else:  # one shot, the same left-padded layout HF generate reads
         inputs = build_inputs(target, soft_tokens, texts, rows)
-        rt.start(rows, cache_length(inputs["inputs_embeds"].shape[1] + max_new_tokens))
+        rt.start(rows, rt.slots_for(inputs["inputs_embeds"].shape[1] + max_new_tokens))
         rt.prefill_chunk(inputs["inputs_embeds"], inputs["attention_mask"])
     processors = logits_processors(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
                                    repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)

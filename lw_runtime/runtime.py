@@ -133,6 +133,7 @@ class LlamaForward:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self.sliding_window = getattr(cfg, "sliding_window", None) if cfg.model_type == "mistral" else None
+        self.context = getattr(cfg, "max_position_embeddings", None)  # positions the model was built for
         self.embed = model.get_input_embeddings().weight
         self.norm = model.model.norm.weight
         self.lm_head = model.lm_head.weight
@@ -244,6 +245,15 @@ class StaticRuntime:
         """Drop every cached (batch, max_len) slot and its graphs; the next ``start`` allocates again."""
         self._slots.clear()
         self.active = None
+
+    def slots_for(self, needed: int) -> int:
+        """Cache slots to allocate for a request of ``needed`` positions (``cache_length``); a request
+        beyond the model's context is refused before any cache is sized for it (a message's declared
+        length arrives before its data)."""
+        context = self.forward.context
+        if context and needed > context:
+            raise CacheFullError(f"{needed} positions are beyond the target's context of {context}")
+        return cache_length(needed)
 
     def start(self, batch: int, max_len: int, prefix: PrefixCache | None = None, prefix_rows: list[int] | None = None) -> KVCache:
         """Begin a request of ``batch`` rows needing at most ``max_len`` cache slots (prefix + prompt + new tokens)."""

@@ -128,11 +128,6 @@ def _atomic_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def answer_token_count(tokenizer, answers: list[str]) -> int:
-    """Labelled tokens ``build_inputs`` makes for these answers (answer ids + EOS each)."""
-    return sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
-
-
 def full_state(module: nn.Module) -> dict:
     """The full (unsharded) state dict on every rank, on the CPU; a plain state_dict in one process."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -193,7 +188,7 @@ class Trainer:
         and the auxiliary terms. Sums are scaled per labelled token of the global batch."""
         cfg, ctx = self.cfg, self.ctx
         rows, owner = questions.expand(examples, cfg.all_questions)
-        shared = cfg.all_questions and cfg.protocol == "context"  # one source read per passage
+        shared = self.one_read_per_passage
         encoded = examples if shared else rows
         hidden, mask = self.cache.batch(encoded, ctx.device)
         soft_encoded = self.translator(hidden, mask)
@@ -222,9 +217,9 @@ class Trainer:
             loss = loss + recon_w * recon_sum * recon_scale
             sums["recon"] = float(recon_sum.detach())
         if infonce_on:
-            # one row per passage (its drawn question), so every rank gathers the same number of rows
-            first = [owner.index(i) for i in range(len(examples))] if len(encoded) != len(examples) else list(range(len(examples)))
-            pick = torch.tensor(first, device=soft_encoded.device)
+            # one row per passage (its drawn question, the first of its rows), so every rank gathers the same number
+            first = range(len(examples)) if shared else [j for j, o in enumerate(owner) if j == 0 or owner[j - 1] != o]
+            pick = torch.tensor(list(first), device=soft_encoded.device)
             pooled = distributed.all_gather_with_grad(soft_encoded[pick].float().mean(1), ctx).unsqueeze(1)
             source_pooled = distributed.all_gather_no_grad(losses.pooled_source(hidden[pick], mask[pick]), ctx)
             nce = losses.info_nce(pooled, source_pooled, self.projection)
@@ -232,6 +227,11 @@ class Trainer:
             sums["infonce"] = float(nce.detach()) / cfg.grad_accum
         self.last_soft = soft_encoded.detach()
         return loss, sums
+
+    @property
+    def one_read_per_passage(self) -> bool:
+        """--all-questions in context: the source reads only the passage, so its soft tokens serve every question."""
+        return self.cfg.all_questions and self.cfg.protocol == "context"
 
     def stage_weights(self, step: int) -> tuple[bool, float]:
         """(QA loss on, reconstruction weight) at ``step``: reconstruction alone for the first
@@ -247,10 +247,10 @@ class Trainer:
         started = time.perf_counter()
         qa_on, recon_w = self.stage_weights(step)
         rows, _ = questions.expand(batch, cfg.all_questions)
-        n_tokens = answer_token_count(self.target.tokenizer, [answer_continuation(e.answer) for e in rows]) if qa_on else 0
+        n_tokens = losses.labelled_token_count(self.target.tokenizer, [answer_continuation(e.answer) for e in rows]) if qa_on else 0
         scale = ctx.world / n_tokens if qa_on else 0.0
-        encoded = batch if cfg.all_questions and cfg.protocol == "context" else rows
-        n_recon = reconstruction.token_count(
+        encoded = batch if self.one_read_per_passage else rows
+        n_recon = losses.labelled_token_count(
             self.target.tokenizer, reconstruction.reconstruction_targets(encoded, cfg.protocol, cfg.source_order)
         ) if recon_w > 0 else 0
         recon_scale = ctx.world / n_recon if recon_w > 0 else 0.0
@@ -395,6 +395,16 @@ def dataset_keywords(cfg: TrainConfig, split: str) -> dict:
     return data_keywords(cfg.task, cfg.eval_task, split, cfg.data, cfg.eval_data)
 
 
+def next_batch(train_set: list, order: list[int], rng: random.Random, batch_size: int) -> list:
+    """The next ``batch_size`` examples of a seeded order that reshuffles the pool whenever it runs low
+    (``order`` is consumed in place and saved in checkpoints, so a resumed run draws the same batches)."""
+    if len(order) < batch_size:
+        fresh = list(range(len(train_set)))
+        rng.shuffle(fresh)
+        order.extend(fresh)
+    return [train_set[order.pop()] for _ in range(batch_size)]
+
+
 def load_splits(cfg: TrainConfig) -> tuple[list, list, list]:
     """The run's train / validation / test examples, checked disjoint (ids, passages, questions and,
     within relay tasks, answers)."""
@@ -477,11 +487,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
         if stop:
             step -= 1
             break
-        if len(order) < cfg.batch_size:
-            fresh = list(range(len(train_set)))
-            rng.shuffle(fresh)
-            order.extend(fresh)
-        batch = [train_set[order.pop()] for _ in range(cfg.batch_size)]
+        batch = next_batch(train_set, order, rng, cfg.batch_size)
         record = trainer.step(step, batch)
         record["time_s"] = round(time.time() - t0, 2)
         throughput.append(record["samples_per_s"])
@@ -501,15 +507,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
             if recon_on:
                 record.update(recon_metrics(val_set))
             history.append((step + 1, acc))
-            if step + 1 <= cfg.recon_steps:
-                pass  # the reconstruction stage: QA is not trained yet, so it neither sets the best nor stops the run
-            elif acc > best["acc"]:
+            qa_trained = step + 1 > cfg.recon_steps  # the reconstruction stage neither sets the best nor stops the run
+            if qa_trained and acc > best["acc"]:
                 state = full_state(translator)
                 best = {"acc": acc, "step": step + 1, "state": state}
                 if ctx.is_main:
                     (_plain_translator(translator.config, state) if ctx.distributed else translator).save_pretrained(out / "best")
                 bad_evals = 0
-            else:
+            elif qa_trained:
                 bad_evals += 1
         stop = ctx.broadcast_flag(cfg.early_stopping and bad_evals >= cfg.patience)
         log.write(record)

@@ -44,6 +44,11 @@ def answer_logits(target, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return logits.float(), shifted[select]
 
 
+def labelled_token_count(tokenizer, continuations: list[str]) -> int:
+    """Labelled tokens ``build_inputs`` makes for these teacher-forced continuations (ids + EOS each)."""
+    return sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for c in continuations)
+
+
 def student_inputs(target, soft_tokens, prompts, answers):
     return build_inputs(target, soft_tokens, prompts, len(prompts), continuations=answers, padding_side="right")
 

@@ -38,7 +38,7 @@ from lw_runtime.translator import PRESETS
 from . import losses
 from .config import TrainConfig, check_config, parse_args
 from .leakage import check_target_inputs
-from .loop import load_splits, lr_factor, resolve_device
+from .loop import load_splits, lr_factor, next_batch, resolve_device
 from .source_cache import shared_models, truncate_blocks
 
 
@@ -70,11 +70,7 @@ def train_prompt(cfg: TrainConfig) -> dict:
         order: list[int] = []
         curve = []
         for step in range(cfg.steps):
-            if len(order) < cfg.batch_size:
-                fresh = list(range(len(train_set)))
-                rng.shuffle(fresh)
-                order.extend(fresh)
-            batch = [train_set[order.pop()] for _ in range(cfg.batch_size)]
+            batch = next_batch(train_set, order, rng, cfg.batch_size)  # the bridge's own order for this seed
             soft = prompt.unsqueeze(0).expand(len(batch), -1, -1)
             inputs = losses.student_inputs(target, soft, [prompt_text(e) for e in batch],
                                            [answer_continuation(e.answer) for e in batch])

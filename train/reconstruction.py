@@ -38,11 +38,6 @@ def reconstruction_targets(examples, protocol: str, order: str) -> list[str]:
     return [" " + source_text(e, protocol, order) for e in examples]
 
 
-def token_count(tokenizer, texts: list[str]) -> int:
-    """Labelled tokens ``build_inputs`` makes for these continuations (ids + EOS each)."""
-    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
-
-
 def reconstruction_logits(target, soft_tokens, examples, protocol: str, order: str):
     """(logits at the labelled positions, labels) of the teacher-forced regeneration."""
     texts = reconstruction_targets(examples, protocol, order)

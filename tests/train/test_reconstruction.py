@@ -16,7 +16,7 @@ import torch
 from train.data import load_task
 from train.data.templates import RELAY_QUESTIONS
 from lw_runtime.protocols import source_text
-from train import questions, reconstruction
+from train import losses, questions, reconstruction
 from train.config import parse_args
 from train.loop import train
 from train.random_models import save_random
@@ -63,7 +63,7 @@ def test_reconstruction_labels_are_exactly_the_source_text(models, protocol, ord
         want += tok(" " + source_text(e, protocol, order), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert labels.tolist() == want
     assert logits.shape == (len(want), target.model.config.vocab_size)
-    assert reconstruction.token_count(tok, reconstruction.reconstruction_targets(examples, protocol, order)) == len(want)
+    assert losses.labelled_token_count(tok, reconstruction.reconstruction_targets(examples, protocol, order)) == len(want)
 
 
 def test_fact_recall_counts_delimited_values_only():
