@@ -3,6 +3,7 @@
 Usage (one GPU):   python benchmarks/gpu_train.py --out results/train/h100 [--source S --target T]
 Several GPUs:      torchrun --nproc_per_node=N benchmarks/gpu_train.py --out DIR [--compare DIR1/gpu_train.json]
 CPU dry run:       python benchmarks/gpu_train.py --quick --device cpu --out /tmp/gpu_train
+Eager vs captured: python benchmarks/gpu_train.py --out DIR --source S --target T --no-shapes --compile off,on
 
 Measurements (each in its own try/except; an error is recorded in the JSON and the next one runs):
 - ``embedded``: the embedded default pair (or any --source/--target), its preset and real source
@@ -14,12 +15,21 @@ Measurements (each in its own try/except; an error is recorded in the JSON and t
   checkpointing of the target's blocks. Source states are random (B, 256, 4096) tensors standing in
   for the cache (training never runs the source once its states are cached); the source model
   still sits in GPU memory and one encode of 256-token texts is timed on its own.
-Every measurement: process group (world of one without torchrun), FSDP2 translator with bf16
-parameters and fp32 reduction, 2 untimed steps, then --steps timed optimizer steps (median).
+Every measurement but --compile's: process group (world of one without torchrun), FSDP2 translator
+with bf16 parameters and fp32 reduction, 2 untimed steps, then --steps timed optimizer steps
+(median). Subnormals are flushed, as training does (on a CPU they slow the target's backward ~10x).
 Peak memory: torch.cuda.max_memory_allocated per rank (reset per measurement); on CPU the process's
 peak RSS, which only grows. Target prompts use a byte tokenizer (3-4x the tokens of a real one).
 ``--compare`` takes a JSON from a run with fewer GPUs and adds scaling efficiency
 (samples/s ratio / GPU ratio) for measurements of the same name.
+``--compile off,on,...``: the eager step and the captured one (``train.captured``: fixed shapes,
+``torch.compile``) timed on the same batches of the --source/--target pair (in --quick without them,
+the tiny random pair), global batch --compile-batch-size (128), one process with plain modules (as
+``python -m train.fsdp`` runs without torchrun), after --compile-warmup untimed steps that hold
+the compiles. Entries: ``off``, ``on`` (the device's default: CUDA graphs on CUDA), ``mode:M`` or
+``backend:B`` (``torch.compile``'s keywords). Each captured row records its speed-up over ``off``,
+the shapes it compiled, dynamo's graph breaks and the warm-up seconds; its FLOPs come from the
+padded shapes it ran (``CapturedStep.flops_by_part``: hooks would be traced into its graph).
 FLOPs and MFU (``train.flops``): every timed step's model FLOPs are counted from the shapes it ran
 (hooks on the translator, the target's decoder and LM head, the InfoNCE projection; summed over
 ranks): frozen target forward + gradient to its activations only, LM head at the supervised
@@ -95,34 +105,50 @@ def free(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: float | None) -> dict:
-    """Build a Trainer (FSDP2 translator) and time ``steps`` optimizer steps after 2 untimed ones,
-    counting each step's model FLOPs (a target whose shape ``train.flops`` cannot read is timed
+def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: float | None, warmup: int = 2,
+                 compile_options: dict | None = None) -> dict:
+    """Build a Trainer (FSDP2 translator under a process group) and time ``steps`` optimizer steps
+    after ``warmup`` untimed ones, counting each step's model FLOPs: by hooks on an eager step, from
+    the shapes it ran on a captured one (a target whose shape ``train.flops`` cannot read is timed
     without them: ``flops_error``)."""
+    from torch._dynamo.utils import counters
+
     torch.manual_seed(0)  # every measurement starts from the same translator: first losses must agree
     if hasattr(cache, "reset"):
         cache.reset()
     calib = cache.batch(examples[: min(64, len(examples))], ctx.device)
-    trainer = Trainer(cfg, ctx, source, target, cache, calib)
+    counters.clear()
+    trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=compile_options)
+    captured, recorder, flops_error = trainer.captured, None, None
     try:
-        recorder, flops_error = StepFlops(trainer), None
+        if captured is None:
+            recorder = StepFlops(trainer)
+        else:
+            DecoderShape.of(target.model)
     except Exception as exc:  # noqa: BLE001 - the timing is still worth having
-        recorder, flops_error = None, f"{type(exc).__name__}: {exc}"
-    records, parts = [], []
+        flops_error = f"{type(exc).__name__}: {exc}"
+    records, parts, new_shapes = [], [], []
     pos = 0
     try:
-        for step in range(steps + 2):
+        for step in range(steps + warmup):
             batch = [examples[(pos + i) % len(examples)] for i in range(cfg.batch_size)]
             pos += cfg.batch_size
             if recorder is not None:
                 recorder.reset()
+            if captured is not None:
+                captured.calls.clear()
+                shapes_before = len(captured.shapes_seen)
             records.append(trainer.step(step + 1, batch))
             if recorder is not None:
                 parts.append(recorder.by_part())
+            elif captured is not None:
+                new_shapes.append(len(captured.shapes_seen) - shapes_before)
+                if flops_error is None:
+                    parts.append(captured.flops_by_part())
     finally:
         if recorder is not None:
             recorder.close()
-    timed = records[2:]
+    timed = records[warmup:]
     step_s = statistics.median(r["step_s"] for r in timed)
     out = {
         "step_ms_median": round(1000 * step_s, 2),
@@ -133,10 +159,15 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         "peak_mem_gb_per_rank": [round(m / 1024, 2) for m in timed[-1]["peak_mem_mb"]],
         "loss_first_last": [round(records[0]["loss"], 4), round(records[-1]["loss"], 4)],
         "translator_params_m": round(sum(p.numel() for p in trainer.translator.parameters()) / 1e6, 2),
-        **(step_flops_fields(ctx, parts[2:], [r["step_s"] for r in timed], peak) if recorder is not None
+        **(step_flops_fields(ctx, parts[warmup:], [r["step_s"] for r in timed], peak) if flops_error is None
            else {"flops_error": flops_error}),
     }
-    del trainer
+    if captured is not None:
+        out.update(compiled_shapes=len(captured.shapes_seen), new_shapes_in_timed_steps=sum(new_shapes[warmup:]),
+                   graph_breaks=sum(counters["graph_break"].values()), graphs=counters["stats"]["unique_graphs"],
+                   warmup_s=round(sum(r["step_s"] for r in records[:warmup]), 1))
+    del trainer, captured
+    torch._dynamo.reset()  # drops the compiled graphs (and their CUDA-graph memory) with the trainer
     return out
 
 
@@ -231,6 +262,42 @@ def shape_runs(args, ctx, results):
         free(dev)
 
 
+def compile_entries(spec: str) -> list[tuple[str, str, dict | None]]:
+    """``--compile`` entries -> (entry, --compile value, torch.compile keywords or None for the defaults)."""
+    entries = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        key, _, value = item.partition(":")
+        if item in ("off", "on"):
+            entries.append((item, item, None))
+        elif key in ("mode", "backend") and value:
+            entries.append((item, "on", {key: value}))
+        else:
+            raise ValueError(f"--compile entry {item!r}: off, on, mode:M or backend:B")
+    return entries
+
+
+def compile_runs(args, ctx, results, pair: str, source, target, cache, examples, flags: list[str]) -> None:
+    """Eager and captured steps of one pair on the same batches: one process, plain modules."""
+    if ctx.world > 1:
+        results.append({"name": f"{pair} compile", "error": "the eager/captured comparison runs in one process"})
+        return
+    plain = distributed.DistContext(device=ctx.device)
+    batch = 8 if args.quick else args.compile_batch_size
+    rows = []
+    for entry, value, options in compile_entries(args.compile):
+        cfg = train_args(flags + ["--batch-size", str(batch), "--compile", value])
+        name = f"{pair} {cfg.preset} compile={entry}"
+        measure(results, ctx, name,
+                lambda: {"compile": entry, "global_batch": batch,
+                         **time_trainer(plain, cfg, source, target, cache, examples, args.steps, args.peak_tflops,
+                                        warmup=args.compile_warmup, compile_options=options)}, args.budget_s)
+        rows.append(results[-1])
+    eager = next((r for r in rows if r.get("compile") == "off" and "samples_per_s" in r), None)
+    for r in rows:
+        if eager is not None and r is not eager and "samples_per_s" in r:
+            r["speedup_vs_off"] = round(r["samples_per_s"] / eager["samples_per_s"], 2)
+
+
 def embedded_runs(args, ctx, results):
     from lw_runtime.models import load_model
 
@@ -248,6 +315,8 @@ def embedded_runs(args, ctx, results):
     cache.fill(examples)
     restore = truncate_blocks(target, cfg0.target_layers)
     try:
+        if args.compile:
+            compile_runs(args, ctx, results, "embedded", source, target, cache, examples, flags)
         for ac in (False, True):
             undo = distributed.apply_activation_checkpointing(target) if ac else (lambda: None)
             cfg = train_args(flags + (["--activation-checkpointing"] if ac else []))
@@ -259,6 +328,19 @@ def embedded_runs(args, ctx, results):
                 undo()
     finally:
         restore()
+
+
+def tiny_compile_runs(args, ctx, results):
+    """--compile in --quick without a pair: the tiny random pair, its source states cached as training does."""
+    dtype = torch.bfloat16 if ctx.device.type == "cuda" else torch.float32
+    source = build_random("tiny", device=ctx.device, dtype=dtype, seed=1)
+    target = build_random("tiny-wide", device=ctx.device, dtype=dtype, seed=2)
+    flags = ["--preset", "tiny", "--source-layer", "-1", "--warmup", "0", "--device", ctx.device.type, "--no-progress"]
+    cfg = train_args(flags)
+    examples = load_task(cfg.task, "train", 64, seed=0)
+    cache = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol)
+    cache.fill(examples)
+    compile_runs(args, ctx, results, "tiny", source, target, cache, examples, flags)
 
 
 def write(args, ctx, results, out: Path):
@@ -301,6 +383,19 @@ def write(args, ctx, results, out: Path):
                      f"{r.get('samples_per_s_per_gpu', '')} | {r.get('tokens_per_s', '')} | "
                      f"{r.get('tflop_per_step', r.get('tflop_per_encode_per_rank', ''))} | {r.get('tflops_per_s_per_gpu', '')} | {mfu} | "
                      f"{r.get('peak_mem_gb_per_rank', '')} | {eff} | {r.get('error', '')[:120]} |")
+    compiled = [r for r in results if "speedup_vs_off" in r]
+    if compiled:
+        eager = next(r for r in results if r.get("compile") == "off" and "samples_per_s" in r)
+        lines += ["", f"Captured step (train.captured) vs eager on the same batches, one process, plain modules; eager "
+                      f"{eager['samples_per_s']} samples/s, first-step loss {eager['loss_first_last'][0]}:"]
+        lines += [f"- {r['name']}: {r['samples_per_s']} samples/s, **{r['speedup_vs_off']}x**; first-step loss "
+                  f"{r['loss_first_last'][0]}; {r['compiled_shapes']} shape(s) compiled "
+                  f"({r['new_shapes_in_timed_steps']} in timed steps), {r['graph_breaks']} graph break(s), "
+                  f"warm-up {r['warmup_s']} s" for r in compiled]
+        lines += ["", "The first-step loss is the parity check (same translator, same batch; bf16 and dropout masks "
+                      "differ in the last digits). Later losses part ways in any two runs: with warmup 0 the first "
+                      "steps are chaotic (on the embedded pair a 1e-7 relative change of the initial weights moved the "
+                      "8th step's loss from 3.6 to 9.3, CPU fp32, dropout off)."]
     timed = [r for r in results if "samples_per_s" in r and "target" in r and "embedded" not in r["name"]]
     if timed:
         best = max(timed, key=lambda r: r["samples_per_s"])
@@ -329,12 +424,20 @@ def main(argv=None) -> int:
     p.add_argument("--no-shapes", action="store_true", help="skip the 7B/8B-shaped measurements")
     p.add_argument("--budget-s", type=float, default=420.0, help="measurements starting later than this are skipped")
     p.add_argument("--compare", default="", help="gpu_train.json of a run with fewer GPUs: adds scaling efficiency")
+    p.add_argument("--compile", default="", help="time eager vs captured steps: comma list of off, on, mode:M, backend:B")
+    p.add_argument("--compile-batch-size", type=int, default=128, help="global batch of the --compile measurements")
+    p.add_argument("--compile-warmup", type=int, default=10, help="untimed steps before timing each --compile entry")
     p.add_argument("--peak-tflops", type=float, default=0.0,
                    help="dense bf16 peak per GPU for MFU (0 = from the device name, train/flops.py's table)")
     args = p.parse_args(argv)
+    try:
+        compile_entries(args.compile)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.quick:
-        args.batch_size, args.steps = 4, 2
+        args.batch_size, args.steps, args.compile_warmup = 4, 2, min(args.compile_warmup, 3)
     torch.manual_seed(0)
+    torch.set_flush_denormal(True)  # as train.loop.train: on a CPU, subnormals make the target's backward ~10x slower
     ctx = distributed.init(args.device, force=True)
     results: list = []
     try:
@@ -345,6 +448,8 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001
                 results.append({"name": "embedded", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]})
             free(ctx.device)
+        elif args.compile and args.quick:
+            tiny_compile_runs(args, ctx, results)
         if not args.no_shapes:
             shape_runs(args, ctx, results)
         if ctx.is_main:

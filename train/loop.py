@@ -37,6 +37,7 @@ from lw_runtime.protocols import answer_continuation, full_text_prompt, target_a
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses, questions, reconstruction
+from .captured import CapturedStep, captured_on, host_floats
 from .checkpoint import Checkpointer
 from .config import TrainConfig, check_config, relay_augmentations
 from .data import data_keywords, load_task
@@ -152,9 +153,14 @@ class Trainer:
     gradient on the whole global batch: answer CE (and teacher KL) are sums over this rank's answer
     tokens x world / (answer tokens in the global batch), since FSDP averages gradients over ranks;
     InfoNCE is computed on the micro-batch gathered from every rank (weight / grad_accum).
+
+    With ``--compile`` on (``train.captured``) the micro-batch loss runs as a compiled graph at fixed
+    shapes and, on CUDA, AdamW is fused; ``compile_options`` overrides ``CapturedStep``'s
+    ``torch.compile`` keywords (benchmarks, tests).
     """
 
-    def __init__(self, cfg: TrainConfig, ctx: DistContext, source, target, cache, calibration):
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, source, target, cache, calibration,
+                 compile_options: dict | None = None):
         self.cfg, self.ctx, self.source, self.target, self.cache = cfg, ctx, source, target, cache
         device = ctx.device
         if cfg.batch_size % (ctx.world * cfg.grad_accum):
@@ -177,15 +183,20 @@ class Trainer:
                 torch.manual_seed(cfg.seed + 1_000_003 * ctx.rank)
         self.translator, self.projection = translator, projection
         extra = list(projection.parameters()) if cfg.infonce else []
-        self.optimizer = torch.optim.AdamW(param_groups(translator, extra, cfg), betas=(0.9, 0.98))
+        captured = captured_on(cfg, ctx)
+        fused = True if captured and device.type == "cuda" else None  # None: torch's default (foreach)
+        self.optimizer = torch.optim.AdamW(param_groups(translator, extra, cfg), betas=(0.9, 0.98), fused=fused)
         self.trainable = list(translator.parameters()) + extra
         self.last_soft = None
+        self.captured = CapturedStep(self, compile=compile_options or True) if captured else None
 
     def _micro_loss(self, examples, scale: float, infonce_on: bool, qa_on: bool = True, recon_w: float = 0.0,
                     recon_scale: float = 0.0):
         """Loss of this rank's share of one micro-batch of passages: the QA cross-entropy over every
         row (one per question with --all-questions), the reconstruction of what each source read,
         and the auxiliary terms. Sums are scaled per labelled token of the global batch."""
+        if self.captured is not None:
+            return self.captured.micro_loss(examples, scale, infonce_on, qa_on, recon_w, recon_scale)
         cfg, ctx = self.cfg, self.ctx
         rows, owner = questions.expand(examples, cfg.all_questions)
         shared = self.one_read_per_passage
@@ -228,6 +239,12 @@ class Trainer:
         self.last_soft = soft_encoded.detach()
         return loss, sums
 
+    def labelled_token_count(self, continuations: list[str]) -> int:
+        """Labelled tokens of these continuations (the captured step reads its token cache)."""
+        if self.captured is not None:
+            return self.captured.labelled_token_count(continuations)
+        return losses.labelled_token_count(self.target.tokenizer, continuations)
+
     @property
     def one_read_per_passage(self) -> bool:
         """--all-questions in context: the source reads only the passage, so its soft tokens serve every question."""
@@ -247,11 +264,11 @@ class Trainer:
         started = time.perf_counter()
         qa_on, recon_w = self.stage_weights(step)
         rows, _ = questions.expand(batch, cfg.all_questions)
-        n_tokens = losses.labelled_token_count(self.target.tokenizer, [answer_continuation(e.answer) for e in rows]) if qa_on else 0
+        n_tokens = self.labelled_token_count([answer_continuation(e.answer) for e in rows]) if qa_on else 0
         scale = ctx.world / n_tokens if qa_on else 0.0
         encoded = batch if self.one_read_per_passage else rows
-        n_recon = losses.labelled_token_count(
-            self.target.tokenizer, reconstruction.reconstruction_targets(encoded, cfg.protocol, cfg.source_order)
+        n_recon = self.labelled_token_count(
+            reconstruction.reconstruction_targets(encoded, cfg.protocol, cfg.source_order)
         ) if recon_w > 0 else 0
         recon_scale = ctx.world / n_recon if recon_w > 0 else 0.0
         infonce_on = cfg.infonce and step >= cfg.warmup // 2
@@ -265,6 +282,7 @@ class Trainer:
             loss.backward()
             for k in totals:
                 totals[k] += sums[k]
+        totals = host_floats(totals)  # the captured step's sums are device tensors: one read per step
         distributed.sync_replicated_grads(self.trainable, ctx)
         peak = distributed.peak_memory_mb(ctx.device)
         rows_ = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],

@@ -1,0 +1,260 @@
+"""The captured training step (train/captured.py) against the eager one, on the CPU in fp32.
+
+Compiled with ``backend="aot_eager"``: dynamo traces the step and AOTAutograd captures its backward
+as on a GPU, without inductor's minute of C++ compilation per shape. Relay-QA in ``context`` gives
+prompts and answers of different lengths, so rows are padded inside a batch; the batch (5), the
+soft tokens (3) and every length are odd. Dropout is off (compiled and eager dropout masks differ)
+and the gates start open, so every parameter has a gradient to compare.
+"""
+
+import pytest
+import torch
+
+from lw_runtime.generate import bos_prefix
+from lw_runtime.models import LoadedModel, fix_tokenizer
+from train.captured import CapturedStep, bucket, captured_on, host_floats
+from train.config import check_config, parse_args
+from train.data import load_task
+from train.distributed import DistContext, apply_activation_checkpointing
+from train.flops import StepFlops
+from train.loop import SourceCache, Trainer, flush_denormal_is_on
+from train.random_models import byte_tokenizer
+from train.source_cache import shared_models
+
+CPU = DistContext(device=torch.device("cpu"))
+AOT = {"backend": "aot_eager"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo_and_no_denormals():
+    """Compiled code is cached per code object across trainers: each test starts and ends clean.
+    Subnormals are flushed as ``train.loop.train`` flushes them (the target's backward is 10x slower without)."""
+    flush, threads = flush_denormal_is_on(), torch.get_num_threads()
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(1)  # tiny shapes: a second thread only waits (the tiny runs use --threads 1 too)
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+    torch.set_flush_denormal(flush)
+    torch.set_num_threads(threads)
+
+
+def flags(models, *extra):
+    return ["--source", models[0], "--target", models[1], "--preset", "tiny", "--tokens", "3", "--source-layer", "-1",
+            "--task", "relay_qa:2", "--protocol", "context", "--batch-size", "5", "--warmup", "0", "--dropout", "0",
+            "--gate-init", "0.5",
+            "--device", "cpu", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_models):
+    """(cfg, source, target, cache, examples) of the tiny pair, source states of 24 examples cached."""
+    cfg = parse_args(flags(tiny_models))
+    source, target = shared_models(cfg, torch.device("cpu"), torch.float32)
+    examples = load_task(cfg.task, "train", 24, seed=0)
+    cache = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol)
+    cache.fill(examples)
+    return cfg, source, target, cache, examples
+
+
+def tiny_gemma() -> LoadedModel:
+    """A random Gemma-3 text model (scaled embeddings, logit softcapping, a sliding-window layer) whose
+    tokenizer puts BOS first, as Gemma's does, so rows are [BOS][soft tokens][text]."""
+    from tokenizers import processors
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(3)
+    config = Gemma3TextConfig(hidden_size=80, intermediate_size=136, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=20, vocab_size=260, max_position_embeddings=512,
+                              sliding_window=16, final_logit_softcapping=30.0,
+                              layer_types=["sliding_attention", "full_attention"],
+                              pad_token_id=256, eos_token_id=257, bos_token_id=258)
+    model = Gemma3ForCausalLM(config).eval().requires_grad_(False)
+    tokenizer = byte_tokenizer()
+    bos = processors.TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", 258)])
+    tokenizer._tokenizer.post_processor = bos
+    return LoadedModel(model=model, tokenizer=fix_tokenizer(tokenizer), name="random:gemma3")
+
+
+def trainer(cfg, source, target, cache, examples, **kw) -> Trainer:
+    torch.manual_seed(0)  # every trainer starts from the same translator and projection
+    return Trainer(cfg, CPU, source, target, cache, cache.batch(examples, "cpu"), **kw)
+
+
+def micro_step(t: Trainer, batch, qa_on=True, recon_w=0.5, infonce=True):
+    """(loss, sums as floats, gradients by name) of one micro-batch, loss scaled as Trainer.step scales it."""
+    t.optimizer.zero_grad(set_to_none=True)
+    loss, sums = t._micro_loss(batch, 1 / 37, infonce, qa_on, recon_w, 1 / 211)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), host_floats(sums), grads
+
+
+def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp(min=1e-30))
+
+
+def assert_same_step(got, want, tol=1e-5, grad_tol=1e-4):
+    """Losses within ``tol``; every gradient within ``grad_tol`` relative RMS (a gate's gradient is one
+    sum of cancelling terms, where another summation order moves the last digits most)."""
+    (loss, sums, grads), (loss0, sums0, grads0) = got, want
+    assert loss == pytest.approx(loss0, rel=tol)
+    for key in ("ce", "recon", "infonce", "target_tokens"):
+        assert sums[key] == pytest.approx(sums0[key], rel=tol), key
+    assert grads.keys() == grads0.keys() and len(grads0) > 10
+    for name, grad in grads0.items():
+        assert grad.abs().max() > 0, name
+        assert rel_rms(grads[name], grad) < grad_tol, (name, rel_rms(grads[name], grad))
+
+
+@pytest.mark.parametrize("target_kind", ["llama", "gemma"])
+def test_captured_loss_and_gradients_equal_the_eager_step(pair, target_kind):
+    cfg, source, target, cache, examples = pair
+    if target_kind == "gemma":
+        target = tiny_gemma()
+        assert bos_prefix(target.tokenizer) == [258]
+    batch = examples[3:8]
+    eager = trainer(cfg, source, target, cache, examples)
+    captured = trainer(cfg, source, target, cache, examples)
+    captured.captured = CapturedStep(captured, compile=AOT)
+    want = micro_step(eager, batch)
+    got = micro_step(captured, batch)
+    assert_same_step(got, want)
+    assert torch.equal(captured.last_soft, eager.last_soft) or rel_rms(captured.last_soft, eager.last_soft) < 1e-6
+
+
+def test_padding_to_buckets_changes_neither_loss_nor_gradients(pair):
+    cfg, source, target, cache, examples = pair
+    batch = examples[10:15]
+    padded, exact = (trainer(cfg, source, target, cache, examples) for _ in range(2))
+    padded.captured = CapturedStep(padded, pad=True, compile=False)
+    exact.captured = CapturedStep(exact, pad=False, compile=False)
+    want = micro_step(exact, batch)
+    got = micro_step(padded, batch)
+    (big,), (small,) = padded.captured.calls, exact.captured.calls
+    assert big["source"] > small["source"]  # the bucket really padded every dimension
+    assert all(b[0] > s[0] and b[1] > s[1] for b, s in zip(big["targets"], small["targets"]))
+    assert_same_step(got, want)
+
+
+def test_the_fixed_shape_inputs_are_what_eager_builds_without_padding(pair):
+    """The fixed-shape function uncompiled, at the batch's own sizes: the eager step's numbers exactly."""
+    cfg, source, target, cache, examples = pair
+    batch = examples[5:10]
+    eager, exact = (trainer(cfg, source, target, cache, examples) for _ in range(2))
+    exact.captured = CapturedStep(exact, pad=False, compile=False)
+    assert_same_step(micro_step(exact, batch), micro_step(eager, batch), tol=1e-6, grad_tol=1e-6)
+
+
+def test_a_batch_of_new_lengths_reuses_its_bucket(pair):
+    """Once a run's buckets hold its batches, batches of other lengths run the same graph; at their
+    own sizes every new length would compile again."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    cfg, source, target, cache, examples = pair
+    batches = [examples[i : i + 5] for i in range(0, 20, 5)]
+    lengths = {max(len(cache.store[e.id]) for e in b) for b in batches}
+    assert len(lengths) > 1  # the batches need different source lengths
+    t = trainer(cfg, source, target, cache, examples)
+    sizing = CapturedStep(t, compile=False)  # the run's high-water marks after these batches
+    for b in batches:
+        sizing.micro_loss(b, 1.0, True, True, 0.0, 0.0)
+    counts = {}
+    for pad in (True, False):
+        counter = CompileCounterWithBackend("eager")
+        t.captured = CapturedStep(t, pad=pad, compile={"backend": counter})
+        t.captured.high = dict(sizing.high)
+        for b in batches:
+            t._micro_loss(b, 1.0, True, True, 0.0, 0.0)[0].backward()
+        counts[pad] = counter.frame_count
+        torch._dynamo.reset()
+    assert counts[True] == 1
+    assert counts[False] >= len(lengths)
+
+
+def test_a_bucket_never_shrinks_within_a_run(pair):
+    cfg, source, target, cache, examples = pair
+    t = trainer(cfg, source, target, cache, examples)
+    step = CapturedStep(t, compile=False)
+    assert [step.size("x", n) for n in (33, 20, 41, 9)] == [40, 40, 48, 48]
+    assert [bucket(n) for n in (1, 9, 64, 65, 129, 513)] == [8, 16, 64, 72, 144, 576]
+
+
+def test_trainer_steps_with_compile_on_match_eager_ones_with_activation_checkpointing(pair, tiny_models):
+    """Whole optimizer steps (2 micro-batches each; InfoNCE from the second step) through
+    Trainer.step, with the target's blocks checkpointed: the same losses, norms and parameters."""
+    _, source, target, cache, examples = pair
+    undo = apply_activation_checkpointing(target)
+    try:
+        runs = {}
+        for mode in ("off", "on"):
+            cfg = parse_args(flags(tiny_models, "--compile", mode, "--batch-size", "6", "--grad-accum", "2", "--warmup", "2",
+                                   "--recon-weight", "0.3"))
+            t = trainer(cfg, source, target, cache, examples, compile_options=AOT)
+            assert (t.captured is not None) == (mode == "on")
+            records = [t.step(s, examples[6 * s : 6 * s + 6]) for s in range(2)]
+            runs[mode] = records, [p.detach().clone() for p in t.translator.parameters()]
+    finally:
+        undo()
+    (eager, eager_params), (captured, captured_params) = runs["off"], runs["on"]
+    for r0, r in zip(eager, captured):
+        for key in ("loss", "ce", "recon", "grad_norm"):
+            assert r[key] == pytest.approx(r0[key], rel=1e-5), key
+        assert ("infonce" in r) == ("infonce" in r0)
+    for p0, p in zip(eager_params, captured_params):  # AdamW's normalised updates magnify last-bit differences
+        assert rel_rms(p, p0) < 1e-4
+
+
+def test_captured_flops_are_the_step_recorders_at_the_same_shapes(pair):
+    cfg, source, target, cache, examples = pair
+    batch = examples[:5]
+    eager, exact = (trainer(cfg, source, target, cache, examples) for _ in range(2))
+    recorder = StepFlops(eager)
+    try:
+        micro_step(eager, batch)
+        want = recorder.by_part()
+    finally:
+        recorder.close()
+    exact.captured = CapturedStep(exact, pad=False, compile=False)
+    micro_step(exact, batch)
+    assert exact.captured.flops_by_part() == want and min(want.values()) > 0
+
+
+def test_compile_flag_values_and_what_falls_back(capsys):
+    with pytest.raises(ValueError, match="--compile is off, on or auto"):
+        check_config(parse_args(["--compile", "yes"]))
+    with pytest.raises(ValueError, match="--kl-teacher"):
+        check_config(parse_args(["--compile", "on", "--kl-teacher"]))
+    check_config(parse_args(["--compile", "auto", "--kl-teacher"]))  # auto runs it eagerly instead
+    cuda = DistContext(device=torch.device("cuda"))
+    on, auto = (parse_args(flags(("s", "t"), "--compile", m)) for m in ("on", "auto"))
+    assert captured_on(on, CPU) and captured_on(auto, cuda) and not captured_on(auto, CPU)
+    assert not captured_on(parse_args(flags(("s", "t"))), cuda)  # off by default
+    assert not captured_on(parse_args(flags(("s", "t"), "--compile", "auto", "--spell-weight", "0.1")), cuda)
+    assert "--spell-weight not captured" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="process group"):
+        captured_on(on, DistContext(device=torch.device("cpu"), distributed=True))
+
+
+def test_the_benchmark_times_eager_and_captured_steps_on_the_same_batches(tmp_path):
+    """benchmarks/gpu_train.py --compile (what a GPU run measures) on the tiny pair: both rows, the
+    same first loss, the speed-up and the compile record (dynamo's eager backend: seconds on a CPU)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # the script starts its own group
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
+    run = subprocess.run([sys.executable, "benchmarks/gpu_train.py", "--quick", "--device", "cpu", "--no-shapes",
+                          "--compile", "off,backend:eager", "--out", str(tmp_path)], cwd=root,
+                         env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    eager, captured = json.loads((tmp_path / "gpu_train.json").read_text())["results"]
+    assert eager["compile"] == "off" and captured["compile"] == "backend:eager", (eager, captured)
+    assert captured["loss_first_last"][0] == pytest.approx(eager["loss_first_last"][0], rel=1e-4)
+    assert captured["speedup_vs_off"] == pytest.approx(captured["samples_per_s"] / eager["samples_per_s"], rel=0.01)
+    assert captured["graph_breaks"] == 0 and captured["compiled_shapes"] >= 1 and captured["tflop_per_step"] > 0
+    assert "**" in (tmp_path / "gpu_train.md").read_text().split("Captured step")[1]
