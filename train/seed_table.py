@@ -6,6 +6,8 @@ Decisions:
   with today's defaults) and LW_* switches agree once the run's identity is removed: ``RUN_IDENTITY`` (seed,
   out_dir and the fields that change nothing trained) and ``ENV_NOT_IDENTITY``. ``name_pattern`` groups by the
   run name with that pattern removed instead (``_s\\d+$``: qr_s3 -> qr). Cells span roots.
+- A root is a ``train.sweep`` folder (``sweep.json`` + run folders) or a folder of plain ``train.fsdp`` run
+  folders, each with its ``summary.json`` (no sweep: runs without a summary are not seen there).
 - A run without ``summary.json`` (killed, timed out, died) counts as run, in no mean: "no figure", never 0.
   Its config is rebuilt from the sweep's command and its plan line, as train.sweep built it; when that no
   longer parses, it is grouped by its name.
@@ -107,11 +109,12 @@ def load_root(root: Path) -> tuple[dict, list[Run]]:
     then run folders with a summary.json it does not list."""
     root = Path(root)
     meta_file = root / "sweep.json"
-    if not meta_file.is_file():
-        raise SeedTableError(f"{root}: no sweep.json (not a finished train.sweep folder)")
-    meta = _read_json(meta_file)
-    listed = {row["name"]: row for row in meta.get("runs", [])}
     summaries = {p.parent.name: p for p in root.glob("*/summary.json")}
+    if not meta_file.is_file() and not summaries:
+        raise SeedTableError(f"{root}: no sweep.json (not a finished train.sweep folder) and no <run>/summary.json below it")
+    # a folder of plain train.fsdp runs (no sweep): each run's summary is its whole provenance
+    meta = _read_json(meta_file) if meta_file.is_file() else {"command": "train.fsdp runs (no sweep.json)"}
+    listed = {row["name"]: row for row in meta.get("runs", [])}
     if not summaries:
         raise SeedTableError(f"{root}: no <run>/summary.json below it; sweep.json lists "
                              f"{', '.join(listed) or 'no runs'} (copy the run folders back with it)")
@@ -141,6 +144,9 @@ def load_root(root: Path) -> tuple[dict, list[Run]]:
             run.val_curve = [list(p) for p in row.get("val_curve") or validation_curve(run_dir / "metrics.jsonl")]
         runs.append(run)
     provenance = {k: meta.get(k) for k in ("command", "commit", "date", "device", "environment")}
+    if not meta_file.is_file():
+        devices = sorted({str(r.summary.get("device")) for r in runs if r.summary})
+        provenance["device"] = ", ".join(devices)
     return provenance, runs
 
 

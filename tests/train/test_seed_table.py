@@ -244,11 +244,20 @@ def test_script_writes_markdown_and_json_with_provenance_and_its_command(tmp_pat
     assert f"| {_packet_len(16, 576, 8):,} | {_packet_len(16, 576, 4):,} |" in row and "×" in row
 
 
-def test_a_root_without_sweep_json_is_refused_by_path(tmp_path):
+def test_a_root_without_sweep_json_or_summaries_is_refused_by_path(tmp_path):
     root = tmp_path / "not_a_sweep"
     (root / "s0").mkdir(parents=True)
     with pytest.raises(SystemExit, match=re.escape(f"{root}: no sweep.json")):
         _script().main([str(tmp_path / "out"), str(root)])
+
+
+def test_a_folder_of_plain_train_fsdp_runs_is_read_from_their_summaries(tmp_path):
+    root = make_sweep(tmp_path / "runs", [run("qr_s0", 0, 0.5), run("qr_s1", 1, 0.1)])
+    (root / "sweep.json").unlink()
+    table = st.seed_table([root])
+    (cell,) = table["cells"]
+    assert cell["runs"] == 2 and cell["learned"] == 1 and cell["test_mean"] == pytest.approx(30.0)
+    assert table["roots"][str(root)]["device"] == DEVICE and "no sweep.json" in table["roots"][str(root)]["command"]
 
 
 def test_a_root_without_summaries_is_refused_by_path(tmp_path):
