@@ -17,7 +17,10 @@ Decisions:
   integer inputs in one host-to-device copy, loss sums read back once per step (``host_floats``).
 - The loss comes out weighted with the Trainer's scales, so its gradient is the eager step's.
 - CUDA: mode "reduce-overhead" (CUDA graphs) and AdamW ``fused=True``; CPU (``--compile on``):
-  inductor. ``--compile auto``: captured on CUDA, eager on the CPU.
+  inductor. ``--compile auto`` (the default): captured on CUDA, eager on the CPU. Measured on an H100
+  (results/train/README.md): 4.35x the eager step's samples/s at batch 128 on the embedded pair, and
+  the main job's 1,200 steps learned to 100% on both seeds run; on the CPU inductor gained 1.35x on the
+  tiny pair only, so the CPU stays eager.
 - Not captured: --kl-teacher, --spell-weight, --all-questions (rows per passage vary),
   --shard-target, a process group (FSDP-wrapped modules): a ValueError with ``--compile on``
   (``check_config``; the process layout when the Trainer starts), eager with a printed reason under

@@ -229,7 +229,9 @@ def test_compile_flag_values_and_what_falls_back(capsys):
     cuda = DistContext(device=torch.device("cuda"))
     on, auto = (parse_args(flags(("s", "t"), "--compile", m)) for m in ("on", "auto"))
     assert captured_on(on, CPU) and captured_on(auto, cuda) and not captured_on(auto, CPU)
-    assert not captured_on(parse_args(flags(("s", "t"))), cuda)  # off by default
+    default = parse_args(flags(("s", "t")))  # auto by default: captured on CUDA, eager on the CPU
+    assert default.compile == "auto" and captured_on(default, cuda) and not captured_on(default, CPU)
+    assert not captured_on(parse_args(flags(("s", "t"), "--compile", "off")), cuda)
     assert not captured_on(parse_args(flags(("s", "t"), "--compile", "auto", "--spell-weight", "0.1")), cuda)
     assert "--spell-weight not captured" in capsys.readouterr().out
     with pytest.raises(ValueError, match="process group"):
