@@ -1,7 +1,7 @@
 """The bridge learns: a training run on the embedded default pair (Gemma-3-270M -> SmolLM2-135M-Instruct)
 must beat target-alone by >= 20 points on the held-out split (unseen names, templates and codes), and
 the gain must vanish when the translator's output is replaced by noise or by another example's soft
-tokens. In CI (~6 minutes on 2 cores).
+tokens. In CI: ~7 minutes on 2 cores (411 s in a fresh clone's `bash .ci/run`, 2026-12-07).
 
 The setting (LEARNING_ARGS), and why it learns on every seed (results/sweeps/README.md):
 - 1-fact code relay with 2-digit codes (``relay_code2``: test codes never occur in training), K = 16,
