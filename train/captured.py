@@ -143,10 +143,6 @@ class CapturedStep:
         self.high[name] = max(self.high.get(name, 0), bucket(n))
         return self.high[name]
 
-    def labelled_token_count(self, continuations: list[str]) -> int:
-        """``losses.labelled_token_count`` from the token cache."""
-        return sum(len(ids) + 1 for ids in self.tokens(continuations))
-
     def source_states(self, examples) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden, mask) as ``SourceCache.batch`` gives them, left padded to the bucketed length."""
         cache = self.trainer.cache

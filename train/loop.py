@@ -241,9 +241,8 @@ class Trainer:
 
     def labelled_token_count(self, continuations: list[str]) -> int:
         """Labelled tokens of these continuations (the captured step reads its token cache)."""
-        if self.captured is not None:
-            return self.captured.labelled_token_count(continuations)
-        return losses.labelled_token_count(self.target.tokenizer, continuations)
+        return losses.labelled_token_count(self.target.tokenizer, continuations,
+                                           self.captured.tokens if self.captured is not None else None)
 
     @property
     def one_read_per_passage(self) -> bool:

@@ -44,9 +44,14 @@ def answer_logits(target, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return logits.float(), shifted[select]
 
 
-def labelled_token_count(tokenizer, continuations: list[str]) -> int:
-    """Labelled tokens ``build_inputs`` makes for these teacher-forced continuations (ids + EOS each)."""
-    return sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for c in continuations)
+def labelled_token_count(tokenizer, continuations: list[str], token_ids=None) -> int:
+    """Labelled tokens ``build_inputs`` makes for these teacher-forced continuations (ids + EOS each).
+    ``token_ids``: a callable texts -> id lists to use instead of the tokenizer (the captured step's cache)."""
+    if token_ids is not None:
+        ids = token_ids(continuations)
+    else:
+        ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    return sum(len(i) + 1 for i in ids)
 
 
 def student_inputs(target, soft_tokens, prompts, answers):
