@@ -28,7 +28,8 @@ the tiny random pair), global batch --compile-batch-size (128), one process with
 ``python -m train.fsdp`` runs without torchrun), after --compile-warmup untimed steps that hold
 the compiles. Entries: ``off``, ``on`` (the device's default: CUDA graphs on CUDA), ``mode:M`` or
 ``backend:B`` (``torch.compile``'s keywords). Each captured row records its speed-up over ``off``,
-the shapes it compiled, dynamo's graph breaks and the warm-up seconds; its FLOPs come from the
+the shapes it compiled, dynamo's graph breaks and the warm-up seconds (``--profile N``: then N
+profiled steps, ``benchmarks/step_profile.py``: GPU busy vs idle time, host regions, top kernels); its FLOPs come from the
 padded shapes it ran (``CapturedStep.flops_by_part``: hooks would be traced into its graph).
 FLOPs and MFU (``train.flops``): every timed step's model FLOPs are counted from the shapes it ran
 (hooks on the translator, the target's decoder and LM head, the InfoNCE projection; summed over
@@ -106,7 +107,7 @@ def free(device):
 
 
 def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: float | None, warmup: int = 2,
-                 compile_options: dict | None = None) -> dict:
+                 compile_options: dict | None = None, profile: int = 0) -> dict:
     """Build a Trainer (FSDP2 translator under a process group) and time ``steps`` optimizer steps
     after ``warmup`` untimed ones, counting each step's model FLOPs: by hooks on an eager step, from
     the shapes it ran on a captured one (a target whose shape ``train.flops`` cannot read is timed
@@ -162,6 +163,9 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         **(step_flops_fields(ctx, parts[warmup:], [r["step_s"] for r in timed], peak) if flops_error is None
            else {"flops_error": flops_error}),
     }
+    if profile > 0:  # after the timed steps: the compiles and graph captures are done
+        from step_profile import profile_steps
+        out["profile"] = profile_steps(trainer, examples, cfg.batch_size, profile, start=pos)
     if captured is not None:
         out.update(compiled_shapes=len(captured.shapes_seen), new_shapes_in_timed_steps=sum(new_shapes[warmup:]),
                    graph_breaks=sum(counters["graph_break"].values()), graphs=counters["stats"]["unique_graphs"],
@@ -290,7 +294,8 @@ def compile_runs(args, ctx, results, pair: str, source, target, cache, examples,
         measure(results, ctx, name,
                 lambda: {"compile": entry, "global_batch": batch,
                          **time_trainer(plain, cfg, source, target, cache, examples, args.steps, args.peak_tflops,
-                                        warmup=args.compile_warmup, compile_options=options)}, args.budget_s)
+                                        warmup=args.compile_warmup, compile_options=options,
+                                        profile=args.profile)}, args.budget_s)
         rows.append(results[-1])
     eager = next((r for r in rows if r.get("compile") == "off" and "samples_per_s" in r), None)
     for r in rows:
@@ -426,6 +431,8 @@ def main(argv=None) -> int:
     p.add_argument("--compare", default="", help="gpu_train.json of a run with fewer GPUs: adds scaling efficiency")
     p.add_argument("--compile", default="", help="time eager vs captured steps: comma list of off, on, mode:M, backend:B")
     p.add_argument("--compile-batch-size", type=int, default=128, help="global batch of the --compile measurements")
+    p.add_argument("--profile", type=int, default=0,
+                   help="--compile entries: profile this many more steps (benchmarks/step_profile.py)")
     p.add_argument("--compile-warmup", type=int, default=10, help="untimed steps before timing each --compile entry")
     p.add_argument("--peak-tflops", type=float, default=0.0,
                    help="dense bf16 peak per GPU for MFU (0 = from the device name, train/flops.py's table)")

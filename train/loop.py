@@ -261,6 +261,9 @@ class Trainer:
         Returns the log record; ``record["skipped"]`` is set when the loss or gradient was not finite."""
         cfg, ctx = self.cfg, self.ctx
         started = time.perf_counter()
+        region = torch.profiler.record_function  # named regions for benchmarks/step_profile.py
+        prep = region("lw:prep")
+        prep.__enter__()
         qa_on, recon_w = self.stage_weights(step)
         rows, _ = questions.expand(batch, cfg.all_questions)
         n_tokens = self.labelled_token_count([answer_continuation(e.answer) for e in rows]) if qa_on else 0
@@ -273,15 +276,19 @@ class Trainer:
         infonce_on = cfg.infonce and step >= cfg.warmup // 2
         per_micro = cfg.batch_size // cfg.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
+        prep.__exit__(None, None, None)
         totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0, "recon": 0.0, "target_tokens": 0.0}
         for a in range(cfg.grad_accum):
             chunk = batch[a * per_micro : (a + 1) * per_micro]
-            loss, sums = self._micro_loss(chunk[ctx.rank * self.micro : (ctx.rank + 1) * self.micro], scale, infonce_on,
-                                          qa_on, recon_w, recon_scale)
-            loss.backward()
+            with region("lw:forward"):
+                loss, sums = self._micro_loss(chunk[ctx.rank * self.micro : (ctx.rank + 1) * self.micro], scale,
+                                              infonce_on, qa_on, recon_w, recon_scale)
+            with region("lw:backward"):
+                loss.backward()
             for k in totals:
                 totals[k] += sums[k]
-        totals = host_floats(totals)  # the captured step's sums are device tensors: one read per step
+        with region("lw:read_losses"):
+            totals = host_floats(totals)  # the captured step's sums are device tensors: one read per step
         distributed.sync_replicated_grads(self.trainable, ctx)
         peak = distributed.peak_memory_mb(ctx.device)
         rows_ = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],
@@ -304,6 +311,8 @@ class Trainer:
         if infonce_on:
             parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
             loss_value += cfg.infonce_weight * parts["infonce"]
+        opt = region("lw:optimizer")
+        opt.__enter__()
         norm = distributed.total_grad_norm(self.translator.parameters())
         extra_norm = distributed.total_grad_norm(self.projection.parameters()) if infonce_on else torch.zeros(())
         finite = math.isfinite(loss_value) and bool(torch.isfinite(norm)) and bool(torch.isfinite(extra_norm))
@@ -318,8 +327,10 @@ class Trainer:
             self.optimizer.step()
         else:
             self.optimizer.zero_grad(set_to_none=True)
+        opt.__exit__(None, None, None)
         if ctx.device.type == "cuda":
-            torch.cuda.synchronize(ctx.device)
+            with region("lw:sync"):
+                torch.cuda.synchronize(ctx.device)
         step_s = time.perf_counter() - started
         record = {"step": step + 1, "loss": loss_value, **parts, "lr": cfg.lr * factor}
         if not finite:
