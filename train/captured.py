@@ -21,7 +21,11 @@ Decisions:
   (results/train/README.md): 4.35x the eager step's samples/s at batch 128 on the embedded pair, and
   the main job's 1,200 steps learned to 100% on both seeds run; on the CPU inductor gained 1.35x on the
   tiny pair only, so the CPU stays eager.
-- Not captured: --kl-teacher, --spell-weight, --all-questions (rows per passage vary),
+- ``--all-questions`` (rows per passage vary): the rows, and in ``soft_only`` the source reads, are
+  padded to a bucket with copies of the first one that carry no labels; in ``context`` the soft
+  tokens of each passage are gathered to its rows by an owner index inside the graph; InfoNCE reads
+  one row per passage (its drawn question), as the eager step does.
+- Not captured: --kl-teacher, --spell-weight,
   --shard-target, a process group (FSDP-wrapped modules): a ValueError with ``--compile on``
   (``check_config``; the process layout when the Trainer starts), eager with a printed reason under
   ``auto``.
@@ -40,7 +44,7 @@ import torch.nn.functional as F
 from lw_runtime.generate import bos_prefix
 from lw_runtime.protocols import answer_continuation, target_prompt
 
-from . import losses
+from . import losses, questions
 from .flops import DecoderShape, frozen_decoder_flops, linear_flops, translator_flops
 from .reconstruction import RECON_PROMPT, reconstruction_targets
 
@@ -52,7 +56,7 @@ RECOMPILE_LIMIT = 64
 def unsupported(cfg, process_group: bool = False) -> list[str]:
     """What of ``cfg`` (and of the process layout) the captured step does not run."""
     flags = [("--kl-teacher", cfg.kl_teacher), ("--spell-weight", cfg.spell_weight > 0),
-             ("--all-questions", cfg.all_questions), ("--shard-target", cfg.shard_target),
+             ("--shard-target", cfg.shard_target),
              ("a process group (FSDP-wrapped translator)", process_group)]
     return [flag for flag, on in flags if on]
 
@@ -169,10 +173,13 @@ class CapturedStep:
             mask = torch.cat([mask.new_zeros(mask.shape[0], extra), mask], 1)
         return hidden, mask
 
-    def target_arrays(self, name: str, prompts: list[str], continuations: list[str]) -> tuple[list[np.ndarray], int]:
+    def target_arrays(self, name: str, prompts: list[str], continuations: list[str],
+                      real: int | None = None) -> tuple[list[np.ndarray], int]:
         """([ids (B, T), lengths (B,), label index (N,), labels (N,)], real tokens) of rows
         [BOS][K soft slots][prompt][continuation + EOS], right padded: ``build_inputs`` with
-        padding_side="right", the soft slots holding the pad id until the soft tokens replace them."""
+        padding_side="right", the soft slots holding the pad id until the soft tokens replace them.
+        Rows from ``real`` on are padding rows: no labels, no tokens counted."""
+        real = len(prompts) if real is None else real
         prompt_ids, answer_ids = self.tokens(prompts), self.tokens(continuations)
         head = len(self.prefix) + self.k
         rows = [p + a + [self.eos_id] for p, a in zip(prompt_ids, answer_ids)]
@@ -183,7 +190,7 @@ class CapturedStep:
         for i, r in enumerate(rows):
             ids[i, head : head + len(r)] = r
         # labelled positions: the continuation and EOS of each row; logits at position j - 1 predict j
-        counts = np.array([len(a) + 1 for a in answer_ids])
+        counts = np.array([len(a) + 1 if i < real else 0 for i, a in enumerate(answer_ids)])
         firsts = np.arange(len(rows)) * width + lengths - counts - 1
         total = int(counts.sum())
         within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -192,7 +199,7 @@ class CapturedStep:
         index[:total] = np.repeat(firsts, counts) + within
         labels = np.full(index.shape, -100, dtype=np.int64)
         labels[:total] = ids.reshape(-1)[index[:total] + 1]
-        return [ids, lengths.astype(np.int64), index, labels], int(lengths.sum())
+        return [ids, lengths.astype(np.int64), index, labels], int(lengths[:real].sum())
 
     def _target_sum(self, soft, ids, lengths, index, labels) -> torch.Tensor:
         """Summed cross-entropy of the labelled tokens: ``losses.answer_logits`` at fixed shapes."""
@@ -211,46 +218,68 @@ class CapturedStep:
             logits = torch.tanh(logits / softcap) * softcap
         return F.cross_entropy(logits.float(), labels, reduction="sum")
 
-    def _loss(self, hidden, mask, qa, recon, weights, infonce: bool):
+    def _loss(self, hidden, mask, qa, recon, weights, infonce: bool, owner=None, pick=None):
         """(weighted loss, [QA CE sum, reconstruction CE sum, InfoNCE] detached, soft tokens detached).
-        ``qa``/``recon``: the device tensors of ``target_arrays`` or None; ``weights``: (3,) scales."""
-        soft = self.trainer.translator(hidden, mask)
-        zero = soft.new_zeros((), dtype=torch.float32)
+        ``qa``/``recon``: the device tensors of ``target_arrays`` or None; ``weights``: (3,) scales;
+        ``owner``: the source read of each QA row (None: one each); ``pick``: the reads InfoNCE sees
+        (None: all)."""
+        encoded = self.trainer.translator(hidden, mask)
+        soft = encoded if owner is None else encoded.index_select(0, owner)
+        zero = encoded.new_zeros((), dtype=torch.float32)
         ce = self._target_sum(soft, *qa) if qa is not None else zero
-        rec = self._target_sum(soft, *recon) if recon is not None else zero
+        rec = self._target_sum(encoded, *recon) if recon is not None else zero
         loss = ce * weights[0] + rec * weights[1]
         nce = zero
         if infonce:
-            nce = losses.info_nce(soft.float().mean(1).unsqueeze(1), losses.pooled_source(hidden, mask),
-                                  self.trainer.projection)
+            seen, h, m = (encoded, hidden, mask) if pick is None else (encoded[pick], hidden[pick], mask[pick])
+            nce = losses.info_nce(seen.float().mean(1).unsqueeze(1), losses.pooled_source(h, m), self.trainer.projection)
             loss = loss + nce * weights[2]
-        return loss, torch.stack([ce, rec, nce]).detach(), soft.detach()
+        return loss, torch.stack([ce, rec, nce]).detach(), encoded.detach()
+
+    def rows(self, examples) -> tuple[list, list, int, list[int] | None, list[int] | None]:
+        """(QA rows, source reads, real rows, owner, pick): ``questions.expand`` of the micro-batch,
+        with --all-questions padded to a bucket (copies of the first row / read, no labels; a padding
+        row's owner is read 0), and the indices ``_loss`` gathers by."""
+        rows, owner = questions.expand(examples, self.cfg.all_questions)
+        if not self.cfg.all_questions:
+            return rows, rows, len(rows), None, None
+        real = len(rows)
+        rows = rows + [rows[0]] * (self.size("rows", real) - real)
+        if self.trainer.one_read_per_passage:  # context: one read per passage, its soft tokens serve its rows
+            return rows, list(examples), real, owner + [0] * (len(rows) - real), None
+        first = [j for j, o in enumerate(owner) if j == 0 or owner[j - 1] != o]  # each passage's drawn question
+        return rows, rows, real, None, first
 
     def micro_loss(self, examples, scale: float, infonce_on: bool, qa_on: bool = True, recon_w: float = 0.0,
                    recon_scale: float = 0.0):
         """``Trainer._micro_loss`` of the captured step: (loss, sums) with the loss sums as device tensors."""
         cfg = self.cfg
-        hidden, mask = self.source_states(examples)
+        rows, encoded, real, owner, pick = self.rows(examples)
+        real_reads = len(examples) if owner is not None else real
+        hidden, mask = self.source_states(encoded)
         groups, real_tokens = {}, 0
         if qa_on:
             groups["qa"], real_tokens = self.target_arrays(
-                "qa", [target_prompt(e, cfg.protocol) for e in examples], [answer_continuation(e.answer) for e in examples])
+                "qa", [target_prompt(e, cfg.protocol) for e in rows], [answer_continuation(e.answer) for e in rows], real)
         if recon_w > 0:
             groups["recon"], _ = self.target_arrays(
-                "recon", [RECON_PROMPT] * len(examples), reconstruction_targets(examples, cfg.protocol, cfg.source_order))
-        arrays = [a for group in groups.values() for a in group]
+                "recon", [RECON_PROMPT] * len(encoded), reconstruction_targets(encoded, cfg.protocol, cfg.source_order),
+                real_reads)
+        indices = [np.asarray(v, dtype=np.int64) for v in (owner, pick) if v is not None]
+        arrays = [a for group in groups.values() for a in group] + indices
         packed = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays]))
         if self.device.type == "cuda":
             packed = packed.pin_memory()
         flat = packed.to(self.device, non_blocking=True).split([a.size for a in arrays])
         views = iter(t.view(a.shape) for t, a in zip(flat, arrays))
         on_device = {name: tuple(next(views) for _ in group) for name, group in groups.items()}
+        owner_t, pick_t = (next(views) if v is not None else None for v in (owner, pick))
         weights = torch.tensor([scale, recon_w * recon_scale, cfg.infonce_weight / cfg.grad_accum],
                                dtype=torch.float32, device=self.device)
         qa, recon = on_device.get("qa"), on_device.get("recon")
         self._note_shape(hidden, qa, recon, infonce_on)
-        loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, infonce_on)
-        self.trainer.last_soft = soft.clone()  # a CUDA graph's output is overwritten by its next replay
+        loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, infonce_on, owner_t, pick_t)
+        self.trainer.last_soft = soft[:real_reads].clone()  # a CUDA graph's output is overwritten by its next replay
         return loss, {"ce": sums[0], "recon": sums[1], "infonce": sums[2] / cfg.grad_accum, "kl": 0.0, "spell": 0.0,
                       "spell_pairs": 0.0, "target_tokens": float(real_tokens)}
 

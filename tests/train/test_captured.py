@@ -146,6 +146,30 @@ def test_the_fixed_shape_inputs_are_what_eager_builds_without_padding(pair):
     assert_same_step(micro_step(exact, batch), micro_step(eager, batch), tol=1e-6, grad_tol=1e-6)
 
 
+@pytest.mark.parametrize("protocol", ["context", "soft_only"])
+def test_all_questions_padded_and_compiled_equal_the_eager_step(tiny_models, protocol):
+    """--all-questions: 5 passages of 2 facts give up to 10 rows, padded to a bucket of 16 with
+    label-free copies; in context the 5 passage reads serve their rows by the owner index, in
+    soft_only each row is its own read and InfoNCE sees one per passage."""
+    cfg = parse_args(flags(tiny_models, "--all-questions", "--protocol", protocol))
+    source, target = shared_models(cfg, torch.device("cpu"), torch.float32)
+    examples = load_task(cfg.task, "train", 24, seed=0)
+    cache = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol)
+    cache.fill(examples)
+    batch = examples[3:8]
+    eager, captured = (trainer(cfg, source, target, cache, examples) for _ in range(2))
+    captured.captured = CapturedStep(captured, compile=AOT)
+    want = micro_step(eager, batch)
+    got = micro_step(captured, batch)
+    (call,) = captured.captured.calls
+    rows = len(captured.captured.rows(batch)[0])
+    assert rows == 16 and call["targets"][0][1] > 0
+    assert call["batch"] == (5 if protocol == "context" else 16)
+    assert want[1]["target_tokens"] > 0 and got[1]["target_tokens"] == want[1]["target_tokens"]
+    assert_same_step(got, want)
+    assert captured.last_soft.shape == eager.last_soft.shape
+
+
 def test_a_batch_of_new_lengths_reuses_its_bucket(pair):
     """Once a run's buckets hold its batches, batches of other lengths run the same graph; at their
     own sizes every new length would compile again."""
@@ -233,6 +257,7 @@ def test_compile_flag_values_and_what_falls_back(capsys):
     assert default.compile == "auto" and captured_on(default, cuda) and not captured_on(default, CPU)
     assert not captured_on(parse_args(flags(("s", "t"), "--compile", "off")), cuda)
     assert not captured_on(parse_args(flags(("s", "t"), "--compile", "auto", "--spell-weight", "0.1")), cuda)
+    assert captured_on(parse_args(flags(("s", "t"), "--compile", "auto", "--all-questions")), cuda)
     assert "--spell-weight not captured" in capsys.readouterr().out
     with pytest.raises(ValueError, match="process group"):
         captured_on(on, DistContext(device=torch.device("cpu"), distributed=True))
