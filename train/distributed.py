@@ -272,14 +272,14 @@ def total_grad_norm(params) -> torch.Tensor:
     params = [p for p in params if p.grad is not None]
     sharded = [p.grad for p in params if _is_dtensor(p.grad)]
     plain = [p.grad for p in params if not _is_dtensor(p.grad)]
-    total = torch.zeros((), dtype=torch.float32)
+    squares = []  # summed on the gradients' device: no host round trip (a read would stall the step)
     if sharded:
-        norm = torch.nn.utils.get_total_norm(sharded, 2.0)
-        total = total.to(norm.device) + norm.full_tensor().float() ** 2
+        squares.append(torch.nn.utils.get_total_norm(sharded, 2.0).full_tensor().float() ** 2)
     if plain:
-        norm = torch.nn.utils.get_total_norm(plain, 2.0)
-        total = total.to(norm.device) + norm.float() ** 2
-    return total.sqrt()
+        squares.append(torch.nn.utils.get_total_norm(plain, 2.0).float() ** 2)
+    if not squares:
+        return torch.zeros((), dtype=torch.float32)
+    return sum(squares[1:], squares[0]).sqrt()
 
 
 def clip_grads(params, max_norm: float, total_norm: torch.Tensor) -> None:

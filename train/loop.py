@@ -287,9 +287,12 @@ class Trainer:
                 loss.backward()
             for k in totals:
                 totals[k] += sums[k]
-        with region("lw:read_losses"):
-            totals = host_floats(totals)  # the captured step's sums are device tensors: one read per step
         distributed.sync_replicated_grads(self.trainable, ctx)
+        norm = distributed.total_grad_norm(self.translator.parameters())
+        extra_norm = distributed.total_grad_norm(self.projection.parameters()) if infonce_on else norm.new_zeros(())
+        with region("lw:read_losses"):  # the loss sums and norms are device tensors: one read per step
+            read = host_floats({**totals, "norm": norm, "extra_norm": extra_norm})
+        totals = {k: read[k] for k in totals}
         peak = distributed.peak_memory_mb(ctx.device)
         rows_ = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],
                                        totals["spell_pairs"], totals["recon"]])
@@ -313,11 +316,9 @@ class Trainer:
             loss_value += cfg.infonce_weight * parts["infonce"]
         opt = region("lw:optimizer")
         opt.__enter__()
-        norm = distributed.total_grad_norm(self.translator.parameters())
-        extra_norm = distributed.total_grad_norm(self.projection.parameters()) if infonce_on else torch.zeros(())
-        finite = math.isfinite(loss_value) and bool(torch.isfinite(norm)) and bool(torch.isfinite(extra_norm))
+        finite = all(math.isfinite(v) for v in (loss_value, read["norm"], read["extra_norm"]))
         if cfg.grad_clip > 0:
-            parts["grad_norm"] = float(norm)
+            parts["grad_norm"] = read["norm"]
         factor = lr_factor(step, cfg)
         if finite:
             if cfg.grad_clip > 0:
