@@ -19,7 +19,7 @@ Decisions:
 - CUDA: mode "reduce-overhead" (CUDA graphs) and AdamW ``fused=True``; CPU (``--compile on``):
   inductor. ``--compile auto`` (the default): captured on CUDA, eager on the CPU. Measured on an H100
   (results/train/README.md): 4.35x the eager step's samples/s at batch 128 on the embedded pair, and
-  the main job's 1,200 steps learned to 100% on both seeds run; on the CPU inductor gained 1.35x on the
+  the main job (then 1,200 steps, gates at 0) learned to 100% on both seeds run; on the CPU inductor gained 1.35x on the
   tiny pair only, so the CPU stays eager.
 - ``--all-questions`` (rows per passage vary): the rows, and in ``soft_only`` the source reads, are
   padded to a bucket with copies of the first one that carry no labels; in ``context`` the soft

@@ -72,7 +72,7 @@ class TrainConfig:
     bottleneck: int = _bridge(0, "translator bottleneck dim (0 = the preset's)")
     source_position: str = _bridge("conv", "order information for the translator's memory: none, learned or conv")
     query_init_std: float = _bridge(1e-3, "std of the translator's learned queries at initialisation")
-    gate_init: float = _bridge(0.0, "initial value of every residual gate (output scaled by tanh(gate))")
+    gate_init: float = _bridge(1.0, "initial value of every residual gate (output scaled by tanh(gate)); 0 closes them")
     dropout: float = _bridge(0.1, "translator dropout")
     rms_match: bool = _bridge(True, "scale soft tokens to the RMS of the target's embedding table")
     init_from: str = _bridge("", "start from a saved translator folder (OUT/translator or OUT/best), same shape")
@@ -101,7 +101,7 @@ class TrainConfig:
     kl_weight: float = _loss(0.5, "weight of the teacher KL")
     spell_weight: float = _loss(0.0, "weight of the loss pulling soft tokens to the answer's embeddings (0 = off)")
     # optim
-    steps: int = _optim(1200, "optimizer steps")
+    steps: int = _optim(2000, "optimizer steps")
     batch_size: int = _optim(32, "global batch: examples per optimizer step over all processes and micro-batches")
     grad_accum: int = _optim(1, "micro-batches per optimizer step; --batch-size stays the global batch")
     lr: float = _optim(1e-3, "translator learning rate (AdamW)")
