@@ -6,8 +6,10 @@ Decisions:
 - Fixed shapes with a high-water mark: S (source length), and T (input length) and N (labelled
   tokens) of each target input are rounded up by ``bucket`` (8 sizes per doubling, multiples of 8)
   and never shrink within a run. S starts at the longest source read in the cache (the pool is
-  encoded before training); N gives every row the batch's longest continuation (the extra rows cost
-  LM-head work only). A run therefore compiles a few times, in its first steps.
+  encoded before training); ``presize`` sets the rows, T and N from the training pool before the
+  first step (N gives every row the pool's longest continuation; the extra slots cost LM-head work
+  only). A run therefore compiles once per InfoNCE / loss-stage combination it reaches (InfoNCE is
+  off in the first warmup/2 steps).
 - Padding is inert, so loss and gradient are the eager step's (tests/train/test_captured.py):
   source states are left padded with zeros and masked, target rows right padded (causal attention),
   padded label slots hold -100. Labels are gathered by a fixed-size index (row * T + position - 1),
@@ -146,6 +148,28 @@ class CapturedStep:
             return n
         self.high[name] = max(self.high.get(name, 0), bucket(n))
         return self.high[name]
+
+    def presize(self, pool) -> None:
+        """Set the high-water marks of the rows and of every target input from the training ``pool``
+        before the first step, so a run compiles its shapes once instead of growing them over its first
+        steps (each growth is a compile). Padding is inert, so this changes no loss or gradient."""
+        if not self.pad or not pool:
+            return
+        cfg, per = self.cfg, self.trainer.micro
+        expanded = [questions.expand([e], cfg.all_questions)[0] for e in pool]
+        rows = [r for group in expanded for r in group]
+        n_rows = self.size("rows", per * max(map(len, expanded))) if cfg.all_questions else per
+        one_read = not cfg.all_questions or self.trainer.one_read_per_passage
+        reads, n_reads = (list(pool), per) if one_read else (rows, n_rows)
+        groups = {"qa": ([target_prompt(e, cfg.protocol) for e in rows], [answer_continuation(e.answer) for e in rows], n_rows)}
+        if cfg.recon_weight > 0 or cfg.recon_steps > 0:
+            groups["recon"] = ([RECON_PROMPT] * len(reads), reconstruction_targets(reads, cfg.protocol, cfg.source_order),
+                               n_reads)
+        head = len(self.prefix) + self.k
+        for name, (prompts, continuations, n) in groups.items():
+            prompt_ids, answer_ids = self.tokens(prompts), self.tokens(continuations)
+            self.size(f"{name}.T", head + max(len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)) + 1)
+            self.size(f"{name}.N", n * (max(map(len, answer_ids)) + 1))
 
     def source_states(self, examples) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden, mask) as ``SourceCache.batch`` gives them, left padded to the bucketed length."""

@@ -467,6 +467,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     torch.set_rng_state(translator_rng)
     trainer = Trainer(cfg, ctx, source, target, cache, cache.batch(calib, device))
     translator = trainer.translator
+    if trainer.captured is not None:
+        trainer.captured.presize(train_set)  # every shape of the run known before its first compile
 
     ckpt = Checkpointer(out / "checkpoints", ctx, cfg.keep_checkpoints)
     rng = random.Random(cfg.seed)

@@ -196,6 +196,29 @@ def test_a_batch_of_new_lengths_reuses_its_bucket(pair):
     assert counts[False] >= len(lengths)
 
 
+@pytest.mark.parametrize("extra", [(), ("--all-questions", "--recon-weight", "0.5"),
+                                   ("--all-questions", "--protocol", "soft_only")])
+def test_presize_from_the_pool_gives_every_batch_one_shape(tiny_models, extra):
+    """After ``presize`` over the training pool no batch of it grows a shape (each growth would be a
+    compile); without it, these batches of different lengths need more than one."""
+    cfg = parse_args(flags(tiny_models, *extra))
+    source, target = shared_models(cfg, torch.device("cpu"), torch.float32)
+    examples = load_task(cfg.task, "train", 20, seed=0)
+    cache = SourceCache(source, cfg.source_layer, cfg.max_source_tokens, cfg.protocol)
+    cache.fill(examples)
+    batches = [examples[i : i + 5] for i in range(0, 20, 5)]
+    t = trainer(cfg, source, target, cache, examples)
+    seen = {}
+    for presized in (False, True):
+        step = CapturedStep(t, compile=False)
+        if presized:
+            step.presize(examples)
+        for b in batches:
+            step.micro_loss(b, 1.0, True, True, cfg.recon_weight, 1.0)
+        seen[presized] = len(step.shapes_seen)
+    assert seen[True] == 1 and seen[False] > 1, seen
+
+
 def test_a_bucket_never_shrinks_within_a_run(pair):
     cfg, source, target, cache, examples = pair
     t = trainer(cfg, source, target, cache, examples)
