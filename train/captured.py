@@ -38,6 +38,7 @@ and evaluation (generation has lw_runtime's graphed decode).
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -99,6 +100,19 @@ def host_floats(values: dict) -> dict:
         return values
     read = torch.stack([values[k].detach().float().reshape(()) for k in keys]).tolist()
     return {**values, **dict(zip(keys, read))}
+
+
+class StepRows(NamedTuple):
+    """A micro-batch as the captured step trains it: QA rows and source reads (padded), how many of
+    each are real, the read of each row (``owner``; None: one read per row) and the reads InfoNCE
+    sees (``pick``; None: all)."""
+
+    rows: list
+    reads: list
+    real_rows: int
+    real_reads: int
+    owner: list[int] | None = None
+    pick: list[int] | None = None
 
 
 class TokenIds:
@@ -260,26 +274,25 @@ class CapturedStep:
             loss = loss + nce * weights[2]
         return loss, torch.stack([ce, rec, nce]).detach(), encoded.detach()
 
-    def rows(self, examples) -> tuple[list, list, int, list[int] | None, list[int] | None]:
-        """(QA rows, source reads, real rows, owner, pick): ``questions.expand`` of the micro-batch,
-        with --all-questions padded to a bucket (copies of the first row / read, no labels; a padding
-        row's owner is read 0), and the indices ``_loss`` gathers by."""
+    def rows(self, examples) -> "StepRows":
+        """``questions.expand`` of the micro-batch, with --all-questions padded to a bucket (copies of
+        the first row / read, no labels; a padding row's owner is read 0), and the indices ``_loss``
+        gathers by."""
         rows, owner = questions.expand(examples, self.cfg.all_questions)
         if not self.cfg.all_questions:
-            return rows, rows, len(rows), None, None
+            return StepRows(rows, rows, len(rows), len(rows))
         real = len(rows)
         rows = rows + [rows[0]] * (self.size("rows", real) - real)
         if self.trainer.one_read_per_passage:  # context: one read per passage, its soft tokens serve its rows
-            return rows, list(examples), real, owner + [0] * (len(rows) - real), None
+            return StepRows(rows, list(examples), real, len(examples), owner=owner + [0] * (len(rows) - real))
         first = [j for j, o in enumerate(owner) if j == 0 or owner[j - 1] != o]  # each passage's drawn question
-        return rows, rows, real, None, first
+        return StepRows(rows, rows, real, real, pick=first)
 
     def micro_loss(self, examples, scale: float, infonce_on: bool, qa_on: bool = True, recon_w: float = 0.0,
                    recon_scale: float = 0.0):
         """``Trainer._micro_loss`` of the captured step: (loss, sums) with the loss sums as device tensors."""
         cfg = self.cfg
-        rows, encoded, real, owner, pick = self.rows(examples)
-        real_reads = len(examples) if owner is not None else real
+        rows, encoded, real, real_reads, owner, pick = self.rows(examples)
         hidden, mask = self.source_states(encoded)
         groups, real_tokens = {}, 0
         if qa_on:

@@ -277,9 +277,7 @@ def total_grad_norm(params) -> torch.Tensor:
         squares.append(torch.nn.utils.get_total_norm(sharded, 2.0).full_tensor().float() ** 2)
     if plain:
         squares.append(torch.nn.utils.get_total_norm(plain, 2.0).float() ** 2)
-    if not squares:
-        return torch.zeros((), dtype=torch.float32)
-    return sum(squares[1:], squares[0]).sqrt()
+    return sum(squares).sqrt() if squares else torch.zeros((), dtype=torch.float32)
 
 
 def clip_grads(params, max_norm: float, total_norm: torch.Tensor) -> None:

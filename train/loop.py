@@ -262,21 +262,19 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         started = time.perf_counter()
         region = torch.profiler.record_function  # named regions for benchmarks/step_profile.py
-        prep = region("lw:prep")
-        prep.__enter__()
-        qa_on, recon_w = self.stage_weights(step)
-        rows, _ = questions.expand(batch, cfg.all_questions)
-        n_tokens = self.labelled_token_count([answer_continuation(e.answer) for e in rows]) if qa_on else 0
-        scale = ctx.world / n_tokens if qa_on else 0.0
-        encoded = batch if self.one_read_per_passage else rows
-        n_recon = self.labelled_token_count(
-            reconstruction.reconstruction_targets(encoded, cfg.protocol, cfg.source_order)
-        ) if recon_w > 0 else 0
-        recon_scale = ctx.world / n_recon if recon_w > 0 else 0.0
-        infonce_on = cfg.infonce and step >= cfg.warmup // 2
-        per_micro = cfg.batch_size // cfg.grad_accum
-        self.optimizer.zero_grad(set_to_none=True)
-        prep.__exit__(None, None, None)
+        with region("lw:prep"):
+            qa_on, recon_w = self.stage_weights(step)
+            rows, _ = questions.expand(batch, cfg.all_questions)
+            n_tokens = self.labelled_token_count([answer_continuation(e.answer) for e in rows]) if qa_on else 0
+            scale = ctx.world / n_tokens if qa_on else 0.0
+            encoded = batch if self.one_read_per_passage else rows
+            n_recon = self.labelled_token_count(
+                reconstruction.reconstruction_targets(encoded, cfg.protocol, cfg.source_order)
+            ) if recon_w > 0 else 0
+            recon_scale = ctx.world / n_recon if recon_w > 0 else 0.0
+            infonce_on = cfg.infonce and step >= cfg.warmup // 2
+            per_micro = cfg.batch_size // cfg.grad_accum
+            self.optimizer.zero_grad(set_to_none=True)
         totals = {"ce": 0.0, "kl": 0.0, "infonce": 0.0, "spell": 0.0, "spell_pairs": 0.0, "recon": 0.0, "target_tokens": 0.0}
         for a in range(cfg.grad_accum):
             chunk = batch[a * per_micro : (a + 1) * per_micro]
@@ -314,21 +312,19 @@ class Trainer:
         if infonce_on:
             parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
             loss_value += cfg.infonce_weight * parts["infonce"]
-        opt = region("lw:optimizer")
-        opt.__enter__()
         finite = all(math.isfinite(v) for v in (loss_value, read["norm"], read["extra_norm"]))
         if cfg.grad_clip > 0:
             parts["grad_norm"] = read["norm"]
         factor = lr_factor(step, cfg)
-        if finite:
-            if cfg.grad_clip > 0:
-                distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, norm)
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            self.optimizer.step()
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-        opt.__exit__(None, None, None)
+        with region("lw:optimizer"):
+            if finite:
+                if cfg.grad_clip > 0:
+                    distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, norm)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * factor
+                self.optimizer.step()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
         if ctx.device.type == "cuda":
             with region("lw:sync"):
                 torch.cuda.synchronize(ctx.device)
