@@ -10,7 +10,7 @@ Decisions:
   seed, answer length, target depth: the run's own settings), so the test split is drawn as
   training drew it (``load_task(task, "test", n, seed)``, a prefix of the run's test set) and the
   run's figures, printed alongside, are comparable. One difference: the soft tokens cross the wire
-  as 8-bit packets here, where training measured fp32 soft tokens.
+  as 8-bit packets here, where training measured its soft tokens unpacked (fp32 on a CPU, bf16 on a GPU).
 - Weights ship in bf16 (half the bytes); ``from_pretrained`` copies them into the fp32 module, so
   the demo computes in fp32 like training's CPU evaluation.
 - All examples go in one message: one source forward, one encode, one generate per side; the
@@ -229,7 +229,7 @@ def run_demo(translator_dir: str | Path = DEFAULT_TRANSLATOR, examples: int = 50
     print(f"  bridged      : {_pct(sum(bridged_ok), n)}")
     print(f"  target alone : {_pct(sum(alone_ok), n)}")
     print(f"  training run : bridged {100 * prov.test_bridged_acc:.1f}%, target alone "
-          f"{100 * prov.test_target_alone_acc:.1f}% on its {prov.test_examples} test examples (fp32 soft tokens, no packets)")
+          f"{100 * prov.test_target_alone_acc:.1f}% on its {prov.test_examples} test examples (soft tokens unpacked, on {prov.device})")
     seconds = time.perf_counter() - started
     print(f"done in {seconds:.1f}s", flush=True)
     return DemoResult(test, bridged, alone, sum(bridged_ok), sum(alone_ok), packet_bytes, seconds)
