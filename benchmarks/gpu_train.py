@@ -66,7 +66,7 @@ from lw_runtime.source import encode_source, resolve_layer  # noqa: E402
 from train import distributed  # noqa: E402
 from train.config import parse_args as train_args  # noqa: E402
 from train.flops import DecoderShape, StepFlops, achieved, frozen_decoder_flops, peak_bf16_tflops, significant  # noqa: E402
-from train.loop import SourceCache, Trainer, truncate_blocks  # noqa: E402
+from train.loop import SourceCache, Trainer, matmul_precision, truncate_blocks  # noqa: E402
 from train.provenance import commit  # noqa: E402
 from train.random_models import build_random  # noqa: E402
 
@@ -119,6 +119,8 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         cache.reset()
     calib = cache.batch(examples[: min(64, len(examples))], ctx.device)
     counters.clear()
+    precision_before = torch.get_float32_matmul_precision()
+    precision = matmul_precision(cfg, ctx.device, next(target.model.parameters()).dtype)  # as train.fsdp sets it
     trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=compile_options)
     captured, recorder, flops_error = trainer.captured, None, None
     try:
@@ -149,6 +151,7 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
     finally:
         if recorder is not None:
             recorder.close()
+        torch.set_float32_matmul_precision(precision_before)
     timed = records[warmup:]
     step_s = statistics.median(r["step_s"] for r in timed)
     out = {
@@ -159,6 +162,7 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in timed), 1),
         "peak_mem_gb_per_rank": [round(m / 1024, 2) for m in timed[-1]["peak_mem_mb"]],
         "loss_first_last": [round(records[0]["loss"], 4), round(records[-1]["loss"], 4)],
+        "matmul_precision": precision,
         "translator_params_m": round(sum(p.numel() for p in trainer.translator.parameters()) / 1e6, 2),
         **(step_flops_fields(ctx, parts[warmup:], [r["step_s"] for r in timed], peak) if flops_error is None
            else {"flops_error": flops_error}),
@@ -311,7 +315,8 @@ def embedded_runs(args, ctx, results):
     log(ctx, f"loading {args.source} -> {args.target}")
     source, target = load_model(args.source, dtype=dtype, device=dev), load_model(args.target, dtype=dtype, device=dev)
     batch = 8 if args.quick else 32
-    flags = ["--source", args.source, "--target", args.target, "--batch-size", str(batch), "--warmup", "0", "--device", dev.type, "--no-progress"]
+    flags = ["--source", args.source, "--target", args.target, "--batch-size", str(batch), "--warmup", "0", "--device", dev.type,
+             "--no-progress", "--tf32", args.tf32]
     if args.quick:
         flags += ["--preset", "tiny", "--source-layer", "-1"]
     cfg0 = train_args(flags)
@@ -430,6 +435,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=420.0, help="measurements starting later than this are skipped")
     p.add_argument("--compare", default="", help="gpu_train.json of a run with fewer GPUs: adds scaling efficiency")
     p.add_argument("--compile", default="", help="time eager vs captured steps: comma list of off, on, mode:M, backend:B")
+    p.add_argument("--tf32", default="auto", choices=("auto", "on", "off"),
+                   help="train.fsdp's --tf32 for the embedded-pair measurements (auto: TF32 with bf16 models)")
     p.add_argument("--compile-batch-size", type=int, default=128, help="global batch of the --compile measurements")
     p.add_argument("--profile", type=int, default=0,
                    help="--compile entries: profile this many more steps (benchmarks/step_profile.py)")

@@ -44,17 +44,28 @@ def profile_steps(trainer, examples: list, batch_size: int, steps: int, start: i
             batch = [examples[(pos + i) % len(examples)] for i in range(batch_size)]
             pos += batch_size
             records.append(trainer.step(1000 + step, batch))
-    events = prof.events()
+    wall_ms = statistics.median(r["step_s"] for r in records) * 1000
+    return summarize(prof.events(), steps, wall_ms, top)
+
+
+def summarize(events, steps: int, wall_ms: float, top: int = 15) -> dict:
+    """The profile's figures from its events. A name that also appears on the host is a user annotation
+    (``record_function``: the lw:* regions, ``Optimizer.step#…``) that the profiler mirrors onto the GPU
+    timeline as one span from its first to its last kernel; such spans are not device work and count
+    neither as busy time nor as a device op (session 15's first H200 profile counted them: busy time
+    and the top ops' shares were overstated there)."""
+    host_names = {e.name for e in events if getattr(e, "device_type", None) in (None, torch.autograd.DeviceType.CPU)}
     device_intervals, kernels, regions = [], {}, {r: 0.0 for r in REGIONS}
     for e in events:
         kind = getattr(e, "device_type", None)
         if kind is not None and kind != torch.autograd.DeviceType.CPU:
+            if e.name in host_names:
+                continue
             start_us, dur = e.time_range.start, e.time_range.elapsed_us()
             device_intervals.append((start_us, start_us + dur))
             kernels[e.name] = kernels.get(e.name, 0.0) + dur
         elif e.name in regions:
             regions[e.name] += e.time_range.elapsed_us()
-    wall_ms = statistics.median(r["step_s"] for r in records) * 1000
     busy_ms = _union_us(device_intervals) / 1000 / steps
     total_kernel = sum(kernels.values()) or 1.0
     return {

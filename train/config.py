@@ -63,6 +63,7 @@ class TrainConfig:
     max_source_tokens: int = _model(256, "source texts longer than this are truncated from the left")
     cache_source: bool = _model(True, "encode the training pool with the frozen source once, not every step")
     dtype: str = _model("auto", "model dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)")
+    tf32: str = _model("auto", "fp32 matmuls on CUDA as TF32: on, off, auto (on when --dtype is bf16)")
     # bridge
     preset: str = _bridge("embedded", "translator preset: embedded, tiny, efficient, conservative, aggressive, "
                                       "high_capacity")
@@ -203,6 +204,8 @@ def relay_augmentations(cfg: TrainConfig, keep_zero: bool = False) -> dict[str, 
 def check_config(cfg: TrainConfig) -> None:
     """Reject flag combinations that would be silently ignored, before any model is loaded."""
     check_source_order(cfg.source_order, "--source-order")
+    if cfg.tf32 not in ("auto", "on", "off"):
+        raise ValueError(f"--tf32 is on, off or auto, got {cfg.tf32!r}")
     for name, value in relay_augmentations(cfg, keep_zero=True).items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"--{AUGMENTATION_FLAGS[name]} is a probability in [0, 1], got {value}")

@@ -38,7 +38,7 @@ from lw_runtime.translator import PRESETS
 from . import losses
 from .config import TrainConfig, check_config, parse_args
 from .leakage import check_target_inputs
-from .loop import load_splits, lr_factor, next_batch, resolve_device
+from .loop import load_splits, lr_factor, matmul_precision, next_batch, resolve_device
 from .source_cache import shared_models, truncate_blocks
 
 
@@ -56,6 +56,8 @@ def train_prompt(cfg: TrainConfig) -> dict:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device, dtype = resolve_device(cfg)
+    precision_before = torch.get_float32_matmul_precision()
+    matmul_precision(cfg, device, dtype)
     t0 = time.time()
     _, target = shared_models(cfg, device, dtype)
     restore = truncate_blocks(target, cfg.target_layers)
@@ -97,6 +99,7 @@ def train_prompt(cfg: TrainConfig) -> dict:
                 outputs += generate(target, soft, texts=[prompt_text(e) for e in chunk], max_new_tokens=cfg.max_new_tokens)
     finally:
         restore()
+        torch.set_float32_matmul_precision(precision_before)
     correct = [exact_match(o, e.answer) for o, e in zip(outputs, test_set)]
     summary = {
         "method": "prompt_tuning", "config": asdict(cfg), "soft_prompt_tokens": k,

@@ -25,7 +25,7 @@ OLD_FLAGS = {
               "weight_decay", "infonce_weight", "recon_weight", "kl_weight", "spell_weight", "gate_lr_mult", "dropout",
               "grad_clip"],
     "str": ["source", "target", "task", "eval_task", "data", "eval_data", "protocol", "source_order", "preset",
-            "source_position", "init_from", "device", "dtype", "out_dir", "compile"],
+            "source_position", "init_from", "device", "dtype", "tf32", "out_dir", "compile"],
 }
 SAMPLE = {"int": ("7", 7), "float": ("0.25", 0.25), "str": ("relay_qa:2", "relay_qa:2")}
 
