@@ -117,6 +117,7 @@ class TrainConfig:
     eval_every: int = _eval(200, "steps between validation evaluations")
     early_stopping: bool = _eval(True, "stop when validation accuracy stalls for --patience evaluations; keep the best")
     patience: int = _eval(4, "evaluations without improvement before stopping")
+    patience_floor: float = _eval(0.1, "patience counts only once validation accuracy has reached this (before it, a run trains on)")
     max_new_tokens: int = _eval(8, "tokens generated per answer at evaluation")
     recon_eval: int = _eval(32, "validation passages scored for reconstruction when it is on")
     baselines: bool = _eval(True, "at the end, score every baseline on the test split (text, relay, INT8/6/4 bridge)")
@@ -204,6 +205,8 @@ def relay_augmentations(cfg: TrainConfig, keep_zero: bool = False) -> dict[str, 
 def check_config(cfg: TrainConfig) -> None:
     """Reject flag combinations that would be silently ignored, before any model is loaded."""
     check_source_order(cfg.source_order, "--source-order")
+    if not 0.0 <= cfg.patience_floor <= 1.0:
+        raise ValueError(f"--patience-floor is a validation accuracy in [0, 1], got {cfg.patience_floor}")
     if cfg.tf32 not in ("auto", "on", "off"):
         raise ValueError(f"--tf32 is on, off or auto, got {cfg.tf32!r}")
     for name, value in relay_augmentations(cfg, keep_zero=True).items():

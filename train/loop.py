@@ -4,7 +4,8 @@ Flow per step: source states (cached once per example, the source is frozen) -> 
 soft tokens -> target with the protocol's prompt and the teacher-forced answer -> loss
 (answer CE [+ teacher KL] [+ InfoNCE]) -> AdamW step (gates: 3x LR, no decay). Every
 ``eval_every`` steps the validation accuracy is measured by greedy generation and strict answer
-extraction; the best translator is kept and restored at the end (early stopping with patience).
+extraction; the best translator is kept and restored at the end (early stopping with patience, counted once
+validation has reached --patience-floor: a run still at its untrained level trains on).
 The held-out test split is read once, at the end, for bridged and target-alone accuracy.
 
 Decisions for several processes (``train.distributed`` wraps the models, ``train.checkpoint``
@@ -556,7 +557,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
                 if ctx.is_main:
                     (_plain_translator(translator.config, state) if ctx.distributed else translator).save_pretrained(out / "best")
                 bad_evals = 0
-            elif qa_trained:
+            elif qa_trained and best["acc"] >= cfg.patience_floor:
+                # before the floor a run is still at its untrained level (onsets came at 400-1,000 steps of
+                # the main job, later at 4 facts): stopping it there only cut runs that had not started
                 bad_evals += 1
         stop = ctx.broadcast_flag(cfg.early_stopping and bad_evals >= cfg.patience)
         log.write(record)

@@ -21,7 +21,7 @@ OLD_FLAGS = {
             "grad_accum", "warmup", "train_examples", "val_examples", "test_examples", "eval_every",
             "max_source_tokens", "max_new_tokens", "relay_tokens", "recon_steps", "recon_eval", "patience", "seed",
             "checkpoint_every", "keep_checkpoints", "max_nonfinite", "threads"],
-    "float": ["wide_answers", "wide_templates", "pseudo_words", "multi_words", "query_init_std", "gate_init", "lr",
+    "float": ["patience_floor", "wide_answers", "wide_templates", "pseudo_words", "multi_words", "query_init_std", "gate_init", "lr",
               "weight_decay", "infonce_weight", "recon_weight", "kl_weight", "spell_weight", "gate_lr_mult", "dropout",
               "grad_clip"],
     "str": ["source", "target", "task", "eval_task", "data", "eval_data", "protocol", "source_order", "preset",
