@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.metrics import bootstrap_ci  # noqa: E402
-from train.data.tasks import load_task  # noqa: E402
+from train.data.tasks import fact_range, load_task  # noqa: E402
 from lw_runtime.protocols import answer_continuation, extract_answer, normalize_answer  # noqa: E402
 from train.ablations import markdown, plots  # noqa: E402
 
@@ -135,10 +135,15 @@ def miss_cause(output: str, facts, asked: int) -> str:
     return "another fact's value" if said in others else "not in the passage"
 
 
+def _eval_task(cfg: dict) -> str:
+    """The task of a run's test split (--eval-task, else --task)."""
+    return cfg.get("eval_task") or cfg.get("task", "")
+
+
 def misses_table(rows: list[dict]) -> tuple[str, dict]:
     """For runs of several facts: each run's greedy test misses by cause (MISS_CAUSES)."""
-    multi = [r for r in rows if r.get("config", {}).get("task", "").startswith("relay_")
-             and int(r["config"]["task"].partition(":")[2] or 1) > 1]
+    multi = [r for r in rows if _eval_task(r.get("config", {})).startswith("relay_")
+             and fact_range(_eval_task(r["config"]))[1] > 1]
     if not multi:
         return "", {}
     text = ("\nmisses by cause, runs of several facts (greedy test pass; the test split regenerated from the run's "
@@ -147,7 +152,7 @@ def misses_table(rows: list[dict]) -> tuple[str, dict]:
     figures = {}
     for r in multi:
         cfg, preds = r["config"], r["test_breakdown"]["predictions"]
-        split = {e.id: e for e in load_task(cfg["task"], "test", cfg["test_examples"], seed=cfg["seed"])}
+        split = {e.id: e for e in load_task(_eval_task(cfg), "test", cfg["test_examples"], seed=cfg["seed"])}
         if any(p["id"] not in split or split[p["id"]].answer != p["gold"] for p in preds):
             text += f"| {r['name']} | {len(preds)} | (this commit does not regenerate the run's test split) |" + " |" * len(MISS_CAUSES) + "\n"
             continue

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
         return 0
     n = summary["test_examples"]
     print(
-        f"\nheld-out test ({n} examples, {cfg.task}, {cfg.protocol}, {summary['num_soft_tokens']} soft tokens, "
+        f"\nheld-out test ({n} examples, {cfg.eval_task or cfg.task}, {cfg.protocol}, {summary['num_soft_tokens']} soft tokens, "
         f"{summary['device']}):\n"
         f"  target alone : {100 * summary['test_target_alone_acc']:.1f}% (plain prompt format)\n"
         f"  bridged      : {100 * summary['test_bridged_acc']:.1f}%\n"

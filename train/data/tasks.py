@@ -1,6 +1,7 @@
 """`load_task`: one entry point from a task name to a list of Examples.
 
-Names: "relay_qa" (all attributes), "relay_qa:4" (n_facts=4), "relay_code" / "relay_code:2" (code
+Names: "relay_qa" (all attributes), "relay_qa:4" (n_facts=4), "relay_qa:1-4" (a mix: 1, 2, 3 and 4 facts
+in turn; train on it and evaluate on "relay_qa:4" with --eval-task), "relay_code" / "relay_code:2" (code
 facts only), "relay_code2" / "relay_code3" (code facts with 2- or 3-digit codes), "arithmetic", and "gsm8k" / "squad" / "hotpotqa" with `path=` (a file, folder or hub
 name). For the real datasets `n` is a limit taking the first n records in file order (None for all)
 and `seed` is unused, so evaluation sets stay the same across runs; shuffling is the trainer's job.
@@ -35,14 +36,17 @@ def load_task(name: str, split: str, n: int | None, seed: int = 0, **kw) -> list
     if augmentations and base not in relay:
         raise ValueError(f"task {name!r}: {', '.join(augmentations)} are relay-QA training augmentations")
     if base in relay:
-        if suffix:
-            if not suffix.isdigit():
-                raise ValueError(f"task {name!r}: the part after ':' must be the number of facts")
-            kw["n_facts"] = int(suffix)
         if base.startswith("relay_code"):
             kw["kinds"] = ("code",)
             kw.setdefault("code_digits", int(base[-1]) if base[-1].isdigit() else 4)
-        return relay_qa(split, n, seed=seed, **kw)
+        lo, hi = fact_range(name)
+        if lo == hi:
+            return relay_qa(split, n, seed=seed, **({"n_facts": lo} if suffix else {}), **kw)
+        # a mix of fact counts: example j has lo + j % k facts, so every prefix is balanced and a prefix of
+        # the mix is the mix of the prefix (each count's generator is seeded on its own)
+        k = hi - lo + 1
+        parts = [relay_qa(split, n // k + (i < n % k), seed=seed, n_facts=lo + i, **kw) for i in range(k)]
+        return [parts[j % k][j // k] for j in range(n)]
     if base == "arithmetic":
         return arithmetic(split, n, seed=seed, **kw)
     if base in LOADERS:
@@ -53,6 +57,23 @@ def load_task(name: str, split: str, n: int | None, seed: int = 0, **kw) -> list
         return LOADERS[base](kw.pop("path"), split=split, limit=n, **kw)
     raise ValueError(f"unknown task {name!r}; known: relay_qa[:n], relay_code[:n], relay_code2, relay_code3, arithmetic, "
                      f"{', '.join(LOADERS)}")
+
+
+def fact_range(name: str) -> tuple[int, int]:
+    """The facts per passage of a relay task name: "relay_qa" (1, 1), "relay_qa:4" (4, 4), "relay_qa:1-4"
+    (1, 4: a mix, each count equally often)."""
+    base, _, suffix = name.partition(":")
+    if not suffix:
+        return 1, 1
+    lo, dash, hi = suffix.partition("-")
+    if not lo.isdigit() or (dash and not hi.isdigit()):
+        raise ValueError(f"task {name!r}: the part after ':' must be the number of facts, N or a range N-M")
+    lo_n, hi_n = int(lo), int(hi) if dash else int(lo)
+    if not dash and lo_n < 1:
+        raise ValueError(f"task {name!r}: a passage needs at least 1 fact")
+    if dash and not 1 <= lo_n < hi_n:
+        raise ValueError(f"task {name!r}: a range of facts N-M needs 1 <= N < M")
+    return lo_n, hi_n
 
 
 def data_keywords(task: str, eval_task: str, split: str, data: str, eval_data: str) -> dict:
