@@ -78,8 +78,8 @@ class TrainConfig:
     rms_match: bool = _bridge(True, "scale soft tokens to the RMS of the target's embedding table")
     init_from: str = _bridge("", "start from a saved translator folder (OUT/translator or OUT/best), same shape")
     # dataset
-    task: str = _dataset("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), arithmetic, squad, "
-                                       "hotpotqa, gsm8k")
+    task: str = _dataset("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), relay_qa:N-M (a mix), arithmetic, "
+                                       "squad, hotpotqa, gsm8k")
     eval_task: str = _dataset("", "task of the validation and test splits (empty = --task)")
     data: str = _dataset("", "dataset of a squad/hotpotqa/gsm8k task: .json/.jsonl/.parquet file, folder or hub name")
     eval_data: str = _dataset("", "dataset of a squad/hotpotqa/gsm8k --eval-task other than --task's (its validation split)")
