@@ -26,8 +26,9 @@ peak RSS, which only grows. Target prompts use a byte tokenizer (3-4x the tokens
 ``torch.compile``) timed on the same batches of the --source/--target pair (in --quick without them,
 the tiny random pair), global batch --compile-batch-size (128), one process with plain modules (as
 ``python -m train.fsdp`` runs without torchrun), after --compile-warmup untimed steps that hold
-the compiles. Entries: ``off``, ``on`` (the device's default: CUDA graphs on CUDA), ``mode:M`` or
-``backend:B`` (``torch.compile``'s keywords). Each captured row records its speed-up over ``off``,
+the compiles. Entries: ``off``, ``on`` (the device's default: CUDA graphs on CUDA, pipelined: the
+host prepares step N + 1 while the GPU runs step N, ``Trainer.step``), ``waited`` (``on`` reading its loss
+values every step, as before pipelining), ``mode:M`` or ``backend:B`` (``torch.compile``'s keywords). Each captured row records its speed-up over ``off``,
 the shapes it compiled, dynamo's graph breaks and the warm-up seconds (``--profile N``: then N
 profiled steps, ``benchmarks/step_profile.py``: GPU busy vs idle time, host regions, top kernels); its FLOPs come from the
 padded shapes it ran (``CapturedStep.flops_by_part``: hooks would be traced into its graph).
@@ -121,7 +122,9 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
     counters.clear()
     precision_before = torch.get_float32_matmul_precision()
     precision = matmul_precision(cfg, ctx.device, next(target.model.parameters()).dtype)  # as train.fsdp sets it
-    trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=compile_options)
+    options = dict(compile_options or {})
+    pipelined = options.pop("pipelined", None)
+    trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=options or None, pipelined=pipelined)
     captured, recorder, flops_error = trainer.captured, None, None
     try:
         if captured is None:
@@ -141,13 +144,18 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
             if captured is not None:
                 captured.calls.clear()
                 shapes_before = len(captured.shapes_seen)
-            records.append(trainer.step(step + 1, batch))
+            record = trainer.step(step + 1, batch)  # pipelined (the captured step on CUDA): the step before's
+            if record is not None:
+                records.append(record)
             if recorder is not None:
                 parts.append(recorder.by_part())
             elif captured is not None:
                 new_shapes.append(len(captured.shapes_seen) - shapes_before)
                 if flops_error is None:
                     parts.append(captured.flops_by_part())
+        last = trainer.flush()
+        if last is not None:
+            records.append(last)
     finally:
         if recorder is not None:
             recorder.close()
@@ -163,6 +171,7 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         "peak_mem_gb_per_rank": [round(m / 1024, 2) for m in timed[-1]["peak_mem_mb"]],
         "loss_first_last": [round(records[0]["loss"], 4), round(records[-1]["loss"], 4)],
         "matmul_precision": precision,
+        "pipelined": trainer.pipelined,
         "translator_params_m": round(sum(p.numel() for p in trainer.translator.parameters()) / 1e6, 2),
         **(step_flops_fields(ctx, parts[warmup:], [r["step_s"] for r in timed], peak) if flops_error is None
            else {"flops_error": flops_error}),
@@ -277,10 +286,12 @@ def compile_entries(spec: str) -> list[tuple[str, str, dict | None]]:
         key, _, value = item.partition(":")
         if item in ("off", "on"):
             entries.append((item, item, None))
+        elif item == "waited":  # the captured step that waits for its loss values every step (not pipelined)
+            entries.append((item, "on", {"pipelined": False}))
         elif key in ("mode", "backend") and value:
             entries.append((item, "on", {key: value}))
         else:
-            raise ValueError(f"--compile entry {item!r}: off, on, mode:M or backend:B")
+            raise ValueError(f"--compile entry {item!r}: off, on, waited, mode:M or backend:B")
     return entries
 
 

@@ -44,6 +44,8 @@ def profile_steps(trainer, examples: list, batch_size: int, steps: int, start: i
             batch = [examples[(pos + i) % len(examples)] for i in range(batch_size)]
             pos += batch_size
             records.append(trainer.step(1000 + step, batch))
+        records.append(trainer.flush())  # pipelined: the last step's record (None otherwise)
+    records = [r for r in records if r is not None]
     wall_ms = statistics.median(r["step_s"] for r in records) * 1000
     return summarize(prof.events(), steps, wall_ms, top)
 

@@ -78,7 +78,7 @@ class TrainConfig:
     rms_match: bool = _bridge(True, "scale soft tokens to the RMS of the target's embedding table")
     init_from: str = _bridge("", "start from a saved translator folder (OUT/translator or OUT/best), same shape")
     # dataset
-    task: str = _dataset("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts), relay_qa:N-M (a mix), arithmetic, "
+    task: str = _dataset("relay_code", "task: relay_code, relay_qa, relay_qa:N (N facts) or :N-M (a mix), arithmetic, "
                                        "squad, hotpotqa, gsm8k")
     eval_task: str = _dataset("", "task of the validation and test splits (empty = --task)")
     data: str = _dataset("", "dataset of a squad/hotpotqa/gsm8k task: .json/.jsonl/.parquet file, folder or hub name")
@@ -117,7 +117,7 @@ class TrainConfig:
     eval_every: int = _eval(200, "steps between validation evaluations")
     early_stopping: bool = _eval(True, "stop when validation accuracy stalls for --patience evaluations; keep the best")
     patience: int = _eval(4, "evaluations without improvement before stopping")
-    patience_floor: float = _eval(0.1, "patience counts only once validation accuracy has reached this (before it, a run trains on)")
+    patience_floor: float = _eval(0.1, "patience counts once validation accuracy reaches this; below it a run trains on")
     max_new_tokens: int = _eval(8, "tokens generated per answer at evaluation")
     recon_eval: int = _eval(32, "validation passages scored for reconstruction when it is on")
     baselines: bool = _eval(True, "at the end, score every baseline on the test split (text, relay, INT8/6/4 bridge)")

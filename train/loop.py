@@ -173,7 +173,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, source, target, cache, calibration,
-                 compile_options: dict | None = None):
+                 compile_options: dict | None = None, pipelined: bool | None = None):
         self.cfg, self.ctx, self.source, self.target, self.cache = cfg, ctx, source, target, cache
         device = ctx.device
         if cfg.batch_size % (ctx.world * cfg.grad_accum):
@@ -197,10 +197,16 @@ class Trainer:
         self.translator, self.projection = translator, projection
         extra = list(projection.parameters()) if cfg.infonce else []
         captured = captured_on(cfg, ctx)
-        fused = True if captured and device.type == "cuda" else None  # None: torch's default (foreach)
+        # fused on CUDA with the captured step (and wherever it is pipelined: its skip is fused AdamW's found_inf);
+        # None: torch's default (foreach)
+        fused = True if captured and (device.type == "cuda" or pipelined) else None
         self.optimizer = torch.optim.AdamW(param_groups(translator, extra, cfg), betas=(0.9, 0.98), fused=fused)
         self.trainable = list(translator.parameters()) + extra
         self.last_soft = None
+        # the pipelined step (see step()): the captured step on CUDA, or where a test asks for it
+        self.pipelined = bool(captured) and (device.type == "cuda" if pipelined is None else pipelined)
+        self._pending = None
+        self._read_buffers = [torch.zeros(16, pin_memory=device.type == "cuda") for _ in range(2)]
         self.captured = CapturedStep(self, compile=compile_options or True) if captured else None
 
     def _micro_loss(self, examples, scale: float, infonce_on: bool, qa_on: bool = True, recon_w: float = 0.0,
@@ -269,9 +275,28 @@ class Trainer:
             return False, 1.0
         return True, self.cfg.recon_weight
 
-    def step(self, step: int, batch: list) -> dict:
+    def step(self, step: int, batch: list) -> dict | None:
         """One optimizer step on the global ``batch`` of passages (the same list on every rank).
-        Returns the log record; ``record["skipped"]`` is set when the loss or gradient was not finite."""
+        Returns the log record; ``record["skipped"]`` is set when the loss or gradient was not finite.
+
+        Pipelined (``self.pipelined``: the captured step on CUDA) the step is only launched: the
+        non-finite skip happens on the device (fused AdamW's ``found_inf``), its loss sums and norms
+        go to pinned host memory without a wait, and ``step`` returns the record of the step before
+        (None on the first call) once this one is queued, so the host prepares step N + 1 while the
+        GPU still runs step N. ``flush()`` returns the last record; callers flush before they read
+        the model (validation, checkpoints) or stop."""
+        pending = self._launch(step, batch)
+        if not self.pipelined:
+            return self._finish(pending)
+        previous, self._pending = self._pending, pending
+        return self._finish(previous, next_started=pending["started"]) if previous is not None else None
+
+    def flush(self) -> dict | None:
+        """The record of the last launched step not yet returned (pipelined), else None."""
+        previous, self._pending = self._pending, None
+        return self._finish(previous) if previous is not None else None
+
+    def _launch(self, step: int, batch: list) -> dict:
         cfg, ctx = self.cfg, self.ctx
         started = time.perf_counter()
         region = torch.profiler.record_function  # named regions for benchmarks/step_profile.py
@@ -301,9 +326,48 @@ class Trainer:
         distributed.sync_replicated_grads(self.trainable, ctx)
         norm = distributed.total_grad_norm(self.translator.parameters())
         extra_norm = distributed.total_grad_norm(self.projection.parameters()) if infonce_on else norm.new_zeros(())
-        with region("lw:read_losses"):  # the loss sums and norms are device tensors: one read per step
-            read = host_floats({**totals, "norm": norm, "extra_norm": extra_norm})
-        totals = {k: read[k] for k in totals}
+        factor = lr_factor(step, cfg)
+        pending = {"step": step, "started": started, "qa_on": qa_on, "recon_w": recon_w, "infonce_on": infonce_on,
+                   "n_tokens": n_tokens, "n_recon": n_recon, "factor": factor}
+        values = {**totals, "norm": norm, "extra_norm": extra_norm}
+        if not self.pipelined:
+            with region("lw:read_losses"):  # the loss sums and norms are device tensors: one read per step
+                pending["read"] = host_floats(values)
+            pending["read_norm"] = norm
+            return pending
+        # on the device: skip the update when any loss sum or norm is not finite (what _finish decides
+        # on the host otherwise); nothing here waits for the GPU
+        keys = [k for k, v in values.items() if torch.is_tensor(v)]
+        stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+        found_inf = (~torch.isfinite(stacked).all()).float()
+        with region("lw:optimizer"):
+            if cfg.grad_clip > 0:
+                distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, norm)
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            self.optimizer.grad_scale, self.optimizer.found_inf = None, found_inf
+            self.optimizer.step()
+        buffer = self._read_buffers[step % 2]  # two: step N's values are read after step N + 1 is queued
+        buffer[: len(keys)].copy_(stacked, non_blocking=True)
+        event = torch.cuda.Event() if ctx.device.type == "cuda" else None
+        if event is not None:
+            event.record()
+        pending.update(buffer=buffer, keys=keys, event=event, floats={k: v for k, v in values.items() if k not in keys})
+        return pending
+
+    def _finish(self, pending: dict, next_started: float | None = None) -> dict:
+        """The log record of a launched step; for a pipelined one, after its values have reached the host."""
+        cfg, ctx = self.cfg, self.ctx
+        region = torch.profiler.record_function
+        if "read" in pending:
+            read = pending["read"]
+        else:
+            with region("lw:read_losses"):
+                if pending["event"] is not None:
+                    pending["event"].synchronize()
+                read = {**pending["floats"], **dict(zip(pending["keys"], pending["buffer"][: len(pending["keys"])].tolist()))}
+        qa_on, recon_w, n_tokens, n_recon = pending["qa_on"], pending["recon_w"], pending["n_tokens"], pending["n_recon"]
+        totals = {k: read[k] for k in ("ce", "kl", "infonce", "spell", "spell_pairs", "recon", "target_tokens")}
         peak = distributed.peak_memory_mb(ctx.device)
         rows_ = ctx.all_gather_floats([totals["ce"], totals["kl"], totals["target_tokens"], peak, totals["spell"],
                                        totals["spell_pairs"], totals["recon"]])
@@ -322,27 +386,29 @@ class Trainer:
         if recon_w > 0:
             parts["recon"] = sum(r[6] for r in rows_) / n_recon
             loss_value += recon_w * parts["recon"]
-        if infonce_on:
+        if pending["infonce_on"]:
             parts["infonce"] = totals["infonce"]  # computed on the gathered batch: the same on every rank
             loss_value += cfg.infonce_weight * parts["infonce"]
         finite = all(math.isfinite(v) for v in (loss_value, read["norm"], read["extra_norm"]))
         if cfg.grad_clip > 0:
             parts["grad_norm"] = read["norm"]
-        factor = lr_factor(step, cfg)
-        with region("lw:optimizer"):
-            if finite:
-                if cfg.grad_clip > 0:
-                    distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, norm)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = g["base_lr"] * factor
-                self.optimizer.step()
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-        if ctx.device.type == "cuda":
-            with region("lw:sync"):
-                torch.cuda.synchronize(ctx.device)
-        step_s = time.perf_counter() - started
-        record = {"step": step + 1, "loss": loss_value, **parts, "lr": cfg.lr * factor}
+        factor = pending["factor"]
+        if "read" in pending:  # not pipelined: the update waits for this decision
+            with region("lw:optimizer"):
+                if finite:
+                    if cfg.grad_clip > 0:
+                        distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, pending["read_norm"])
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = g["base_lr"] * factor
+                    self.optimizer.step()
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+            if ctx.device.type == "cuda":
+                with region("lw:sync"):
+                    torch.cuda.synchronize(ctx.device)
+        # pipelined: the time from this step's start to the next one's (the step period), or to now
+        step_s = (next_started if next_started is not None else time.perf_counter()) - pending["started"]
+        record = {"step": pending["step"] + 1, "loss": loss_value, **parts, "lr": cfg.lr * factor}
         if not finite:
             record["skipped"] = True
         record.update(
@@ -531,41 +597,45 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
             step -= 1
             break
         batch = next_batch(train_set, order, rng, cfg.batch_size)
-        record = trainer.step(step, batch)
-        record["time_s"] = round(time.time() - t0, 2)
-        throughput.append(record["samples_per_s"])
-        if record.get("skipped"):
-            nonfinite += 1
-            if nonfinite > cfg.max_nonfinite:
-                log.write(record)
-                raise FloatingPointError(
-                    f"non-finite loss or gradient at step {step + 1}: {nonfinite} steps skipped, more than "
-                    f"--max-nonfinite {cfg.max_nonfinite}; last record {record}. Lower --lr or check the inputs; "
-                    f"--resume continues from the last checkpoint in {ckpt.root}"
-                )
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            acc, _ = trainer.evaluate(val_set)
-            record["val_acc"] = acc
-            record["soft_cosine"] = losses.mean_pairwise_cosine(trainer.last_soft)
-            if recon_on:
-                record.update(recon_metrics(val_set))
-            history.append((step + 1, acc))
-            qa_trained = step + 1 > cfg.recon_steps  # the reconstruction stage neither sets the best nor stops the run
-            if qa_trained and acc > best["acc"]:
-                state = full_state(translator)
-                best = {"acc": acc, "step": step + 1, "state": state}
-                if ctx.is_main:
-                    (_plain_translator(translator.config, state) if ctx.distributed else translator).save_pretrained(out / "best")
-                bad_evals = 0
-            elif qa_trained and best["acc"] >= cfg.patience_floor:
-                # before the floor a run is still at its untrained level (onsets came at 400-1,000 steps of
-                # the main job, later at 4 facts): stopping it there only cut runs that had not started
-                bad_evals += 1
+        eval_now = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+        records = [trainer.step(step, batch)]  # pipelined: the step before's record (None at first)
+        if eval_now or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
+            records.append(trainer.flush())  # validation and checkpoints read the model after this step
+        for record in (r for r in records if r is not None):
+            record["time_s"] = round(time.time() - t0, 2)
+            throughput.append(record["samples_per_s"])
+            if record.get("skipped"):
+                nonfinite += 1
+                if nonfinite > cfg.max_nonfinite:
+                    log.write(record)
+                    raise FloatingPointError(
+                        f"non-finite loss or gradient at step {record['step']}: {nonfinite} steps skipped, more than "
+                        f"--max-nonfinite {cfg.max_nonfinite}; last record {record}. Lower --lr or check the inputs; "
+                        f"--resume continues from the last checkpoint in {ckpt.root}"
+                    )
+            if eval_now and record["step"] == step + 1:
+                acc, _ = trainer.evaluate(val_set)
+                record["val_acc"] = acc
+                record["soft_cosine"] = losses.mean_pairwise_cosine(trainer.last_soft)
+                if recon_on:
+                    record.update(recon_metrics(val_set))
+                history.append((step + 1, acc))
+                qa_trained = step + 1 > cfg.recon_steps  # the reconstruction stage neither sets the best nor stops the run
+                if qa_trained and acc > best["acc"]:
+                    state = full_state(translator)
+                    best = {"acc": acc, "step": step + 1, "state": state}
+                    if ctx.is_main:
+                        (_plain_translator(translator.config, state) if ctx.distributed else translator).save_pretrained(out / "best")
+                    bad_evals = 0
+                elif qa_trained and best["acc"] >= cfg.patience_floor:
+                    # before the floor a run is still at its untrained level (onsets came at 400-1,000 steps of
+                    # the main job, later at 4 facts): stopping it there only cut runs that had not started
+                    bad_evals += 1
+            log.write(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", val=record.get("val_acc", ""))
         stop = ctx.broadcast_flag(cfg.early_stopping and bad_evals >= cfg.patience)
-        log.write(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", val=record.get("val_acc", ""))
         last = stop or step + 1 == cfg.steps
         if cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last):
             ckpt.save(step + 1, trainer.model, trainer.optimizer, train_state(step + 1, last), best["state"], fault=_fault)

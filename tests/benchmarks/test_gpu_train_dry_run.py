@@ -38,3 +38,17 @@ def test_dry_run_reports_the_same_step_flops_for_every_layout_and_mfu_against_th
         assert abs(sum(parts.values()) - r["tflop_per_step"]) <= 1e-3 * r["tflop_per_step"]
     table = (out / "gpu_train.md").read_text()
     assert "| TFLOP/step | TFLOP/s/GPU | MFU |" in table and "%" in table
+
+
+def test_compile_entries_name_the_step_variants():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_train import compile_entries
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert compile_entries("off, on,waited,mode:max-autotune,backend:eager") == [
+        ("off", "off", None), ("on", "on", None), ("waited", "on", {"pipelined": False}),
+        ("mode:max-autotune", "on", {"mode": "max-autotune"}), ("backend:eager", "on", {"backend": "eager"})]
+    import pytest
+    with pytest.raises(ValueError, match="waited"):
+        compile_entries("fast")

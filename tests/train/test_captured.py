@@ -252,6 +252,81 @@ def test_trainer_steps_with_compile_on_match_eager_ones_with_activation_checkpoi
         assert rel_rms(p, p0) < 1e-4
 
 
+def test_pipelined_steps_equal_the_captured_ones_a_step_later(pair, tiny_models):
+    """The pipelined step (what CUDA runs: device-side skip, values read a step later) gives the same
+    records and parameters as the captured step that waits for its values; its records come one call
+    late and ``flush`` returns the last."""
+    _, source, target, cache, examples = pair
+    runs = {}
+    for pipelined in (False, True):
+        cfg = parse_args(flags(tiny_models, "--compile", "on", "--batch-size", "6", "--warmup", "2"))
+        t = trainer(cfg, source, target, cache, examples, compile_options=AOT, pipelined=pipelined)
+        assert t.pipelined == pipelined
+        returned = [t.step(s, examples[6 * s : 6 * s + 6]) for s in range(3)]
+        runs[pipelined] = returned, t.flush(), [p.detach().clone() for p in t.translator.parameters()]
+    (waited, none, params0), (late, last, params) = runs[False], runs[True]
+    assert none is None and late[0] is None
+    records = late[1:] + [last]
+    assert [r["step"] for r in records] == [r["step"] for r in waited] == [1, 2, 3]
+    for r0, r in zip(waited, records):
+        for key in ("loss", "ce", "grad_norm", "lr"):
+            assert r[key] == pytest.approx(r0[key], rel=1e-5), key
+        assert ("infonce" in r) == ("infonce" in r0) and "skipped" not in r
+    for p0, p in zip(params0, params):  # fused (pipelined) and foreach AdamW differ in the last bits
+        assert rel_rms(p, p0) < 1e-4
+
+
+def test_a_pipelined_step_with_a_non_finite_norm_changes_nothing_and_is_reported(pair, tiny_models, monkeypatch):
+    _, source, target, cache, examples = pair
+    cfg = parse_args(flags(tiny_models, "--compile", "on", "--batch-size", "6"))
+    t = trainer(cfg, source, target, cache, examples, compile_options=AOT, pipelined=True)
+    assert t.step(0, examples[:6]) is None
+    before = [p.detach().clone() for p in t.translator.parameters()]
+    steps_before = [t.optimizer.state[p]["step"].clone() for p in t.translator.parameters()]
+    import train.loop as loop
+    real = loop.distributed.total_grad_norm
+    monkeypatch.setattr(loop.distributed, "total_grad_norm", lambda params: real(params) * float("inf"))
+    first = t.step(1, examples[6:12])
+    monkeypatch.setattr(loop.distributed, "total_grad_norm", real)
+    assert first["step"] == 1 and "skipped" not in first
+    for p0, p in zip(before, t.translator.parameters()):
+        assert torch.equal(p0, p)  # the update was skipped on the device (fused AdamW's found_inf)
+    assert [t.optimizer.state[p]["step"] for p in t.translator.parameters()] == steps_before
+    skipped = t.flush()
+    assert skipped["step"] == 2 and skipped["skipped"] is True
+    assert t.step(2, examples[12:18]) is None  # and the run goes on: the next step updates again
+    assert t.flush()["step"] == 3
+    assert any(not torch.equal(p0, p) for p0, p in zip(before, t.translator.parameters()))
+
+
+def test_a_pipelined_run_logs_every_step_once_in_order_with_validation_where_it_was_taken(tiny_models, tmp_path,
+                                                                                          monkeypatch):
+    """train() with the pipelined step (forced on the CPU) against the same run waiting for each step:
+    one record per step in order, validation on the steps it ran after, the same losses."""
+    import json
+
+    import train.loop as loop
+
+    logs = {}
+    for pipelined in (False, True):
+        class Forced(loop.Trainer):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, **{**kw, "compile_options": AOT, "pipelined": pipelined})
+
+        monkeypatch.setattr(loop, "Trainer", Forced)
+        out = tmp_path / f"p{pipelined}"
+        loop.train(parse_args(flags(tiny_models, "--compile", "on", "--steps", "7", "--eval-every", "3", "--batch-size", "6",
+                                    "--train-examples", "24", "--val-examples", "3", "--test-examples", "3",
+                                    "--max-new-tokens", "2", "--no-baselines", "--no-tensorboard", "--checkpoint-every", "4",
+                                    "--threads", "1", "--out-dir", str(out))))
+        logs[pipelined] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    waited, piped = logs[False], logs[True]
+    assert [r["step"] for r in piped] == [r["step"] for r in waited] == list(range(1, 8))
+    assert [r["step"] for r in piped if "val_acc" in r] == [3, 6, 7]
+    for r0, r in zip(waited, piped):
+        assert r["loss"] == pytest.approx(r0["loss"], rel=1e-4)
+
+
 def test_captured_flops_are_the_step_recorders_at_the_same_shapes(pair):
     cfg, source, target, cache, examples = pair
     batch = examples[:5]
