@@ -93,6 +93,15 @@ def bucket(n: int, minimum: int = 8) -> int:
     return -(-n // step) * step
 
 
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the GPU: a blocking copy (``torch.tensor(...,
+    device=cuda)``, ``.to(cuda)`` from pageable memory) synchronises the stream, which would stall the
+    pipelined step (``Trainer.step``) on the step before; a pinned buffer copies asynchronously."""
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def host_floats(values: dict) -> dict:
     """``values`` with every tensor read back as a float, all in one device-to-host copy."""
     keys = [k for k, v in values.items() if torch.is_tensor(v)]
@@ -202,7 +211,7 @@ class CapturedStep:
             offsets = np.cumsum(lengths) - lengths
             index = np.where(positions >= starts[:, None], offsets[:, None] + positions - starts[:, None], total)
             flat = torch.cat(rows + [rows[0].new_zeros(1, rows[0].shape[-1])]).to(self.device)
-            index = torch.from_numpy(index).to(flat.device, non_blocking=True)
+            index = _to_device(torch.from_numpy(index), flat.device)
             return flat[index], index != total
         hidden, mask = cache.batch(examples, self.device)
         extra = self.size("source", hidden.shape[1]) - hidden.shape[1]
@@ -305,14 +314,12 @@ class CapturedStep:
         indices = [np.asarray(v, dtype=np.int64) for v in (owner, pick) if v is not None]
         arrays = [a for group in groups.values() for a in group] + indices
         packed = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays]))
-        if self.device.type == "cuda":
-            packed = packed.pin_memory()
-        flat = packed.to(self.device, non_blocking=True).split([a.size for a in arrays])
+        flat = _to_device(packed, self.device).split([a.size for a in arrays])
         views = iter(t.view(a.shape) for t, a in zip(flat, arrays))
         on_device = {name: tuple(next(views) for _ in group) for name, group in groups.items()}
         owner_t, pick_t = (next(views) if v is not None else None for v in (owner, pick))
-        weights = torch.tensor([scale, recon_w * recon_scale, cfg.infonce_weight / cfg.grad_accum],
-                               dtype=torch.float32, device=self.device)
+        weights = _to_device(torch.tensor([scale, recon_w * recon_scale, cfg.infonce_weight / cfg.grad_accum],
+                                          dtype=torch.float32), self.device)
         qa, recon = on_device.get("qa"), on_device.get("recon")
         self._note_shape(hidden, qa, recon, infonce_on)
         loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, infonce_on, owner_t, pick_t)
