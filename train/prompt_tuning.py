@@ -116,7 +116,7 @@ def train_prompt(cfg: TrainConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg = parse_args(argv)
+    cfg = parse_args(argv, prog="python -m train.prompt_tuning")
     summary = train_prompt(cfg)
     print(f"prompt tuning ({summary['soft_prompt_tokens']} tokens + the passage as text), {cfg.task}: "
           f"held-out test {100 * summary['test_acc']:.1f}% of {summary['test_examples']}; {cfg.out_dir}/prompt_tuning.json")
