@@ -333,20 +333,13 @@ class Trainer:
         if not self.pipelined:
             with region("lw:read_losses"):  # the loss sums and norms are device tensors: one read per step
                 pending["read"] = host_floats(values)
-            pending["read_norm"] = norm
+            pending["norm"] = norm
             return pending
         # on the device: skip the update when any loss sum or norm is not finite (what _finish decides
         # on the host otherwise); nothing here waits for the GPU
         keys = [k for k, v in values.items() if torch.is_tensor(v)]
         stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
-        found_inf = (~torch.isfinite(stacked).all()).float()
-        with region("lw:optimizer"):
-            if cfg.grad_clip > 0:
-                distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, norm)
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            self.optimizer.grad_scale, self.optimizer.found_inf = None, found_inf
-            self.optimizer.step()
+        self._update(norm, factor, found_inf=(~torch.isfinite(stacked).all()).float())
         buffer = self._read_buffers[step % 2]  # two: step N's values are read after step N + 1 is queued
         buffer[: len(keys)].copy_(stacked, non_blocking=True)
         event = torch.cuda.Event() if ctx.device.type == "cuda" else None
@@ -354,6 +347,18 @@ class Trainer:
             event.record()
         pending.update(buffer=buffer, keys=keys, event=event, floats={k: v for k, v in values.items() if k not in keys})
         return pending
+
+    def _update(self, norm: torch.Tensor, factor: float, found_inf: torch.Tensor | None = None) -> None:
+        """Clip to ``--grad-clip`` by the step's gradient norm, set the scheduled learning rate and step
+        AdamW; with ``found_inf`` (a device flag, pipelined) fused AdamW skips the update where it is 1."""
+        with torch.profiler.record_function("lw:optimizer"):
+            if self.cfg.grad_clip > 0:
+                distributed.clip_grads(self.translator.parameters(), self.cfg.grad_clip, norm)
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            if found_inf is not None:
+                self.optimizer.grad_scale, self.optimizer.found_inf = None, found_inf
+            self.optimizer.step()
 
     def _finish(self, pending: dict, next_started: float | None = None) -> dict:
         """The log record of a launched step; for a pipelined one, after its values have reached the host."""
@@ -394,15 +399,10 @@ class Trainer:
             parts["grad_norm"] = read["norm"]
         factor = pending["factor"]
         if "read" in pending:  # not pipelined: the update waits for this decision
-            with region("lw:optimizer"):
-                if finite:
-                    if cfg.grad_clip > 0:
-                        distributed.clip_grads(self.translator.parameters(), cfg.grad_clip, pending["read_norm"])
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = g["base_lr"] * factor
-                    self.optimizer.step()
-                else:
-                    self.optimizer.zero_grad(set_to_none=True)
+            if finite:
+                self._update(pending["norm"], factor)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
             if ctx.device.type == "cuda":
                 with region("lw:sync"):
                     torch.cuda.synchronize(ctx.device)
