@@ -68,16 +68,17 @@ def check_capturable(cfg, process_group: bool = False) -> None:
     """The ValueError of ``--compile on`` with something the captured step does not run."""
     reasons = unsupported(cfg, process_group)
     if reasons:
-        raise ValueError(f"--compile on: the captured step does not run {', '.join(reasons)}; "
+        raise ValueError(f"--compile {cfg.compile}: the captured step does not run {', '.join(reasons)}; "
                          "use --compile auto (eager for these) or off")
 
 
 def captured_on(cfg, ctx) -> bool:
     """Whether the Trainer runs the captured step: ``--compile on`` (a ValueError where it cannot),
-    ``auto`` on CUDA where it can (else eager, saying why), never with ``off``."""
+    ``auto`` on CUDA where it can (else eager, saying why), never with ``off``. ``waited`` is ``on``
+    without pipelining (the Trainer's ``pipelined``)."""
     if cfg.compile == "off" or (cfg.compile == "auto" and ctx.device.type != "cuda"):
         return False
-    if cfg.compile == "on":
+    if cfg.compile in ("on", "waited"):
         check_capturable(cfg, ctx.distributed)
         return True
     reasons = unsupported(cfg, ctx.distributed)

@@ -127,7 +127,8 @@ class TrainConfig:
     threads: int = _parallel(0, "torch CPU threads (0 = torch's default)")
     shard_target: bool = _parallel(False, "shard the frozen target's blocks with FSDP2 across processes instead of replicating")
     activation_checkpointing: bool = _parallel(False, "recompute the target's block activations in backward")
-    compile: str = _parallel("auto", "compiled fixed-shape training step: auto (on CUDA, eager on the CPU), on or off")
+    compile: str = _parallel("auto", "compiled fixed-shape training step: auto (on CUDA, eager on the CPU), on, "
+                                     "waited (captured, but each step waits for the one before: no pipelining) or off")
     # checkpoint
     out_dir: str = _checkpoint("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
     checkpoint_every: int = _checkpoint(200, "steps between checkpoints in out-dir/checkpoints (0 = off)")
@@ -227,9 +228,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.all_questions and cfg.protocol == "context" and cfg.spell_weight > 0:
         raise ValueError("--spell-weight pulls soft tokens toward one answer; with --all-questions in context one "
                          "passage's soft tokens serve every question, so the two do not combine")
-    if cfg.compile not in ("off", "on", "auto"):
-        raise ValueError(f"--compile is off, on or auto, got {cfg.compile!r}")
-    if cfg.compile == "on":
+    if cfg.compile not in ("off", "on", "waited", "auto"):
+        raise ValueError(f"--compile is off, on, waited or auto, got {cfg.compile!r}")
+    if cfg.compile in ("on", "waited"):
         from .captured import check_capturable
 
         check_capturable(cfg)

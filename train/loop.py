@@ -543,7 +543,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
 
     calib = train_set[: min(len(train_set), 512)]
     torch.set_rng_state(translator_rng)
-    trainer = Trainer(cfg, ctx, source, target, cache, cache.batch(calib, device))
+    trainer = Trainer(cfg, ctx, source, target, cache, cache.batch(calib, device),
+                      pipelined=False if cfg.compile == "waited" else None)
     translator = trainer.translator
     if trainer.captured is not None:
         trainer.captured.presize(train_set)  # every shape of the run known before its first compile

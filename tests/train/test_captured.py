@@ -343,10 +343,12 @@ def test_captured_flops_are_the_step_recorders_at_the_same_shapes(pair):
 
 
 def test_compile_flag_values_and_what_falls_back(capsys):
-    with pytest.raises(ValueError, match="--compile is off, on or auto"):
+    with pytest.raises(ValueError, match="--compile is off, on, waited or auto"):
         check_config(parse_args(["--compile", "yes"]))
-    with pytest.raises(ValueError, match="--kl-teacher"):
-        check_config(parse_args(["--compile", "on", "--kl-teacher"]))
+    for mode in ("on", "waited"):
+        with pytest.raises(ValueError, match=f"--compile {mode}: .*--kl-teacher"):
+            check_config(parse_args(["--compile", mode, "--kl-teacher"]))
+    assert captured_on(parse_args(flags(("s", "t"), "--compile", "waited")), CPU)
     check_config(parse_args(["--compile", "auto", "--kl-teacher"]))  # auto runs it eagerly instead
     cuda = DistContext(device=torch.device("cuda"))
     on, auto = (parse_args(flags(("s", "t"), "--compile", m)) for m in ("on", "auto"))
@@ -383,3 +385,23 @@ def test_the_benchmark_times_eager_and_captured_steps_on_the_same_batches(tmp_pa
     assert captured["speedup_vs_off"] == pytest.approx(captured["samples_per_s"] / eager["samples_per_s"], rel=0.01)
     assert captured["graph_breaks"] == 0 and captured["compiled_shapes"] >= 1 and captured["tflop_per_step"] > 0
     assert "**" in (tmp_path / "gpu_train.md").read_text().split("Captured step")[1]
+
+
+def test_compile_waited_runs_the_captured_step_without_pipelining(tiny_models, tmp_path, monkeypatch):
+    """--compile waited: train() builds a captured Trainer told not to pipeline (on CUDA it would by default)."""
+    import train.loop as loop
+
+    seen = []
+
+    class Spy(loop.Trainer):
+        def __init__(self, *args, **kw):
+            seen.append(kw.get("pipelined"))
+            super().__init__(*args, **{**kw, "compile_options": AOT})
+
+    monkeypatch.setattr(loop, "Trainer", Spy)
+    for mode in ("waited", "on"):
+        loop.train(parse_args(flags(tiny_models, "--compile", mode, "--steps", "2", "--eval-every", "2", "--batch-size", "4",
+                                    "--train-examples", "8", "--val-examples", "2", "--test-examples", "2",
+                                    "--max-new-tokens", "1", "--no-baselines", "--no-tensorboard", "--checkpoint-every", "0",
+                                    "--threads", "1", "--out-dir", str(tmp_path / mode))))
+    assert seen == [False, None]
