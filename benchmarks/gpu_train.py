@@ -120,46 +120,45 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         cache.reset()
     calib = cache.batch(examples[: min(64, len(examples))], ctx.device)
     counters.clear()
-    precision_before = torch.get_float32_matmul_precision()
-    precision = matmul_precision(cfg, ctx.device, next(target.model.parameters()).dtype)  # as train.fsdp sets it
-    options = dict(compile_options or {})
-    pipelined = options.pop("pipelined", None)
-    trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=options or None, pipelined=pipelined)
-    captured, recorder, flops_error = trainer.captured, None, None
-    try:
-        if captured is None:
-            recorder = StepFlops(trainer)
-        else:
-            DecoderShape.of(target.model)
-    except Exception as exc:  # noqa: BLE001 - the timing is still worth having
-        flops_error = f"{type(exc).__name__}: {exc}"
-    records, parts, new_shapes = [], [], []
-    pos = 0
-    try:
-        for step in range(steps + warmup):
-            batch = [examples[(pos + i) % len(examples)] for i in range(cfg.batch_size)]
-            pos += cfg.batch_size
+    # as train.fsdp sets it; the old value comes back whatever happens below
+    with matmul_precision(cfg, ctx.device, next(target.model.parameters()).dtype) as precision:
+        options = dict(compile_options or {})
+        pipelined = options.pop("pipelined", None)
+        trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=options or None, pipelined=pipelined)
+        captured, recorder, flops_error = trainer.captured, None, None
+        try:
+            if captured is None:
+                recorder = StepFlops(trainer)
+            else:
+                DecoderShape.of(target.model)
+        except Exception as exc:  # noqa: BLE001 - the timing is still worth having
+            flops_error = f"{type(exc).__name__}: {exc}"
+        records, parts, new_shapes = [], [], []
+        pos = 0
+        try:
+            for step in range(steps + warmup):
+                batch = [examples[(pos + i) % len(examples)] for i in range(cfg.batch_size)]
+                pos += cfg.batch_size
+                if recorder is not None:
+                    recorder.reset()
+                if captured is not None:
+                    captured.calls.clear()
+                    shapes_before = len(captured.shapes_seen)
+                record = trainer.step(step + 1, batch)  # pipelined (the captured step on CUDA): the step before's
+                if record is not None:
+                    records.append(record)
+                if recorder is not None:
+                    parts.append(recorder.by_part())
+                elif captured is not None:
+                    new_shapes.append(len(captured.shapes_seen) - shapes_before)
+                    if flops_error is None:
+                        parts.append(captured.flops_by_part())
+            last = trainer.flush()
+            if last is not None:
+                records.append(last)
+        finally:
             if recorder is not None:
-                recorder.reset()
-            if captured is not None:
-                captured.calls.clear()
-                shapes_before = len(captured.shapes_seen)
-            record = trainer.step(step + 1, batch)  # pipelined (the captured step on CUDA): the step before's
-            if record is not None:
-                records.append(record)
-            if recorder is not None:
-                parts.append(recorder.by_part())
-            elif captured is not None:
-                new_shapes.append(len(captured.shapes_seen) - shapes_before)
-                if flops_error is None:
-                    parts.append(captured.flops_by_part())
-        last = trainer.flush()
-        if last is not None:
-            records.append(last)
-    finally:
-        if recorder is not None:
-            recorder.close()
-        torch.set_float32_matmul_precision(precision_before)
+                recorder.close()
     timed = records[warmup:]
     step_s = statistics.median(r["step_s"] for r in timed)
     out = {

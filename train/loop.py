@@ -19,6 +19,7 @@ and rank 0's early-stopping decision is broadcast. A non-finite loss or gradient
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,16 +63,22 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def matmul_precision(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> str:
-    """Set and return torch's fp32 matmul precision for a run: "high" (TF32 tensor cores) on CUDA when
-    ``--tf32`` is on, or auto with bf16 models; "highest" otherwise. In a bf16 run the fp32 matmuls are
-    the translator's (its weights stay fp32) and they ran as SIMT sgemm kernels: TF32 took the captured
-    step from 19.3 to 16.4 ms on an H200 (results/train/README.md). An fp32 run (--dtype float32, the
-    seed sweeps' exact setting) keeps full fp32 unless --tf32 on. The caller restores the old value."""
+@contextlib.contextmanager
+def matmul_precision(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
+    """Within the block, torch's fp32 matmul precision for a run (yielded): "high" (TF32 tensor cores)
+    on CUDA when ``--tf32`` is on, or auto with bf16 models; "highest" otherwise. In a bf16 run the fp32
+    matmuls are the translator's (its weights stay fp32) and they ran as SIMT sgemm kernels: TF32 took
+    the captured step from 19.3 to 16.4 ms on an H200 (results/train/README.md). An fp32 run (--dtype
+    float32, the seed sweeps' exact setting) keeps full fp32 unless --tf32 on. The setting is process-wide
+    and runs train in-process (sweeps, tests), so the old value comes back on leaving, error or not."""
     on = cfg.tf32 == "on" or (cfg.tf32 == "auto" and dtype == torch.bfloat16)
     precision = "high" if on and device.type == "cuda" else "highest"
+    before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(precision)
-    return precision
+    try:
+        yield precision
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def build_translator(cfg: TrainConfig, source, target) -> BottleneckedGatedTranslator:
@@ -453,14 +460,14 @@ def train(cfg: TrainConfig, return_models: bool = False):
     # back at the end (torch has no getter: the state is probed); it only flushes values below ~1e-38.
     flush_before = flush_denormal_is_on()
     torch.set_flush_denormal(True)
-    precision_before = torch.get_float32_matmul_precision()
     ctx = distributed.init(cfg.device, force=cfg.shard_target)
     clean = False
+    scope = contextlib.ExitStack()  # what is put back when the run ends, error or not
     try:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         device, dtype = resolve_device(cfg)
-        matmul_precision(cfg, ctx.device if ctx.distributed else device, dtype)
+        scope.enter_context(matmul_precision(cfg, ctx.device if ctx.distributed else device, dtype))
         if ctx.distributed:
             device = ctx.device
         else:
@@ -485,7 +492,7 @@ def train(cfg: TrainConfig, return_models: bool = False):
         distributed.shutdown(ctx, clean)
         torch.set_num_threads(threads_before)
         torch.set_flush_denormal(flush_before)
-        torch.set_float32_matmul_precision(precision_before)
+        scope.close()
     if return_models:
         return {**summary, "_test_examples": test_set}, translator, source, target
     return summary

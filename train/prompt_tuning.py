@@ -21,6 +21,7 @@ writes ``DIR/prompt_tuning.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -56,12 +57,11 @@ def train_prompt(cfg: TrainConfig) -> dict:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device, dtype = resolve_device(cfg)
-    precision_before = torch.get_float32_matmul_precision()
-    matmul_precision(cfg, device, dtype)
-    t0 = time.time()
-    _, target = shared_models(cfg, device, dtype)
-    restore = truncate_blocks(target, cfg.target_layers)
-    try:
+    with contextlib.ExitStack() as scope:  # puts back the matmul precision and the target's blocks, error or not
+        precision = scope.enter_context(matmul_precision(cfg, device, dtype))
+        t0 = time.time()
+        _, target = shared_models(cfg, device, dtype)
+        scope.callback(truncate_blocks(target, cfg.target_layers))
         train_set, _, test_set = load_splits(cfg)  # the bridge's own splits and disjointness checks
         k = cfg.tokens or PRESETS[cfg.preset]["num_soft_tokens"]
         rms = target.embedding_rms()
@@ -97,15 +97,12 @@ def train_prompt(cfg: TrainConfig) -> dict:
                 chunk = test_set[i : i + 32]
                 soft = prompt.detach().unsqueeze(0).expand(len(chunk), -1, -1)
                 outputs += generate(target, soft, texts=[prompt_text(e) for e in chunk], max_new_tokens=cfg.max_new_tokens)
-    finally:
-        restore()
-        torch.set_float32_matmul_precision(precision_before)
     correct = [exact_match(o, e.answer) for o, e in zip(outputs, test_set)]
     summary = {
         "method": "prompt_tuning", "config": asdict(cfg), "soft_prompt_tokens": k,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "test_examples": len(test_set), "test_acc": sum(correct) / max(1, len(correct)),
-        "train_s": round(train_s, 1), "loss_curve": curve,
+        "train_s": round(train_s, 1), "matmul_precision": precision, "loss_curve": curve,
         "samples": {"outputs": outputs[:5], "gold": [e.answer for e in test_set[:5]]},
         "correct": correct,
     }

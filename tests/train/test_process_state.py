@@ -39,12 +39,19 @@ def test_a_run_restores_flush_denormal_and_threads(tiny_run, tmp_path):
 ])
 def test_tf32_follows_the_flag_the_device_and_the_dtype(flag, device, dtype, expected):
     before = torch.get_float32_matmul_precision()
-    try:
-        cfg = parse_args(["--tf32", flag])
-        assert matmul_precision(cfg, torch.device(device), dtype) == expected
-        assert torch.get_float32_matmul_precision() == expected
-    finally:
-        torch.set_float32_matmul_precision(before)
+    cfg = parse_args(["--tf32", flag])
+    with matmul_precision(cfg, torch.device(device), dtype) as precision:
+        assert precision == expected and torch.get_float32_matmul_precision() == expected
+    assert torch.get_float32_matmul_precision() == before
+
+
+def test_the_matmul_precision_comes_back_when_the_block_raises():
+    before = torch.get_float32_matmul_precision()
+    with pytest.raises(RuntimeError, match="boom"):
+        with matmul_precision(parse_args(["--tf32", "on"]), torch.device("cuda"), torch.float32):
+            assert torch.get_float32_matmul_precision() == "high"
+            raise RuntimeError("boom")
+    assert torch.get_float32_matmul_precision() == before
 
 
 def test_a_bad_tf32_value_is_refused_before_any_model_loads():
