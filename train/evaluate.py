@@ -21,15 +21,23 @@ Prompt formats for the text baselines (``plain`` "Passage/Question/Answer:" and 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import sys
 import time
+from dataclasses import fields
+from pathlib import Path
 
 import torch
 
 import lw_kernels
 from lw_runtime.generate import build_inputs, generate
 from lw_runtime.protocols import ANCHOR, answer_continuation, full_text_prompt, source_text, target_alone_prompt, target_prompt
+from lw_runtime.translator import CONFIG_NAME
 from lw_runtime.wire import message_bytes
 
+from .config import TrainConfig, check_config
 from .leakage import check_target_inputs
 from .losses import mean_pairwise_cosine, spelled_fraction
 from .metrics import entropy, summarize
@@ -124,8 +132,10 @@ def first_token_entropy(target, soft, texts) -> float:
 
 
 @torch.no_grad()
-def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens: int = 16, device="cpu") -> dict:
-    """All methods on ``test`` (formats chosen on ``val``); returns a JSON-ready dict."""
+def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens: int = 16, device="cpu",
+                 text_baselines: bool = True) -> dict:
+    """All methods on ``test`` (formats chosen on ``val``); returns a JSON-ready dict. Without
+    ``text_baselines`` only the bridge rows (fp16 and through the codec) and the diagnostics."""
     translator.eval()
     started = time.perf_counter()
 
@@ -135,6 +145,20 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
     k = translator.config.num_soft_tokens
     golds = [e.answer for e in test]
     results, formats = {}, {}
+    if text_baselines:
+        _text_baselines(cfg, source, target, val, test, k, relay_tokens, results, formats, progress)
+    hidden, mask = cache.batch(test, device)
+    soft = torch.cat([translator(hidden[i : i + 64], mask[i : i + 64]) for i in range(0, len(test), 64)])
+    prompts = [target_prompt(e, cfg.protocol) for e in test]
+    for e, p in zip(test, prompts):
+        check_target_inputs(e, {"prompt": p})
+    _bridge_rows(cfg, target, soft, prompts, golds, results, progress)
+    return {"methods": results, "formats": formats, "diagnostics": _diagnostics(target, soft, prompts, test),
+            "gold_samples": golds[:5]}
+
+
+def _text_baselines(cfg, source, target, val, test, k, relay_tokens, results, formats, progress) -> None:
+    golds = [e.answer for e in test]
     for method in ("target_alone", "text_upper", "token_budget"):
         fmt, scores = choose_format(method, val, cfg.protocol, target, k, cfg.max_new_tokens)
         formats[method] = {"chosen": fmt, "validation_accuracy": scores}
@@ -155,16 +179,15 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
     results["text_relay"]["source_message_s_per_example"] = relay_s
     progress("text_relay")
 
-    hidden, mask = cache.batch(test, device)
-    soft = torch.cat([translator(hidden[i : i + 64], mask[i : i + 64]) for i in range(0, len(test), 64)])
-    prompts = [target_prompt(e, cfg.protocol) for e in test]
-    for e, p in zip(test, prompts):
-        check_target_inputs(e, {"prompt": p})
+
+def _bridge_rows(cfg, target, soft, prompts, golds, results, progress) -> None:
+    """bridge_fp16 / int8 / int6 / int4: the soft tokens through the real codec, then the target."""
+    k = soft.shape[1]
     for bits in BITS:
         name = f"bridge_{'fp16' if bits == 16 else f'int{bits}'}"
         q = quantize_soft(soft, bits)
         outs = []
-        for i in range(0, len(test), 32):
+        for i in range(0, len(prompts), 32):
             outs += generate(target, q[i : i + 32], texts=prompts[i : i + 32], max_new_tokens=cfg.max_new_tokens)
         results[name] = summarize(outs, golds)
         results[name]["wire_bytes_per_example"] = message_bytes(1, k, soft.shape[-1], bits if bits < 16 else 16)
@@ -172,6 +195,10 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
             results[name]["samples"] = outs[:5]
         progress(name)
 
+
+def _diagnostics(target, soft, prompts, test) -> dict:
+    k = soft.shape[1]
+    golds = [e.answer for e in test]
     n_diag = min(64, len(test))
     text_bodies = [full_text_prompt(e) for e in test[:n_diag]]
     diagnostics = {
@@ -186,4 +213,99 @@ def evaluate_all(cfg, translator, source, target, cache, val, test, relay_tokens
         "soft_tokens": k,
     }
     diagnostics["compression_ratio"] = diagnostics["passage_tokens_mean"] / k
-    return {"methods": results, "formats": formats, "diagnostics": diagnostics, "gold_samples": golds[:5]}
+    return diagnostics
+
+
+# ---- python -m train.evaluate RUN: score a finished run's saved translator again ----
+
+class NotARunError(ValueError):
+    """The folder is not a finished ``train.fsdp`` run (no summary.json with a config, or no translator)."""
+
+
+def run_config(run_dir: Path, overrides: dict) -> tuple[TrainConfig, list[str]]:
+    """The TrainConfig a run trained with (its summary.json), with ``overrides`` (model paths, device,
+    threads) applied; also the names of recorded fields this version no longer has (ignored)."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise NotARunError(f"{run_dir} is not a finished train.fsdp run: {summary_path} is missing")
+    recorded = json.loads(summary_path.read_text()).get("config")
+    if not isinstance(recorded, dict):
+        raise NotARunError(f"{summary_path} has no 'config' section: not written by train.fsdp")
+    known = {f.name for f in fields(TrainConfig)}
+    dropped = sorted(set(recorded) - known)
+    cfg = TrainConfig(**{k: v for k, v in recorded.items() if k in known})
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(cfg, name, value)
+    return cfg, dropped
+
+
+def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) -> dict:
+    """Score ``run_dir``'s saved translator (``RUN/translator``: the weights its test pass used) on the
+    run's own test split, rebuilt from its recorded config and seed, with the leak guard on. Writes
+    ``RUN/evaluation.json`` (a previous one moves to ``evaluation.prev.json``; summary.json is left as
+    it is) and returns its content."""
+    from lw_runtime.translator import BottleneckedGatedTranslator
+
+    from .loop import load_splits, matmul_precision, resolve_device
+    from .source_cache import shared_cache, shared_models, truncate_blocks
+
+    run_dir = Path(run_dir)
+    cfg, dropped = run_config(run_dir, overrides)
+    if not (run_dir / "translator" / CONFIG_NAME).is_file():
+        raise NotARunError(f"{run_dir} has no saved translator ({run_dir / 'translator' / CONFIG_NAME} is missing)")
+    check_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device, dtype = resolve_device(cfg)
+    with contextlib.ExitStack() as scope, matmul_precision(cfg, device, dtype):
+        source, target = shared_models(cfg, device, dtype)
+        scope.callback(truncate_blocks(target, cfg.target_layers))
+        _, val_set, test_set = load_splits(cfg)
+        cache = shared_cache(cfg, source)
+        cache.fill(val_set + test_set)
+        translator = BottleneckedGatedTranslator.from_pretrained(run_dir / "translator").to(device)
+        result = evaluate_all(cfg, translator, source, target, cache, val_set, test_set, cfg.relay_tokens, device,
+                              text_baselines=text_baselines)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result["run"] = {
+        "dir": str(run_dir), "test_examples": len(test_set), "ignored_config_fields": dropped,
+        "test_bridged_acc_of_the_run": summary.get("test_bridged_acc"), "device": str(device) if device.type == "cpu"
+        else torch.cuda.get_device_name(device), "text_baselines": text_baselines,
+    }
+    out = run_dir / "evaluation.json"
+    if out.exists():
+        out.replace(run_dir / "evaluation.prev.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description="Score a finished train.fsdp run's saved translator again on its own test split: the bridge "
+                    "in fp16 and through the INT8/6/4 codec, and (unless --bridge-only) every text baseline. "
+                    "Writes RUN/evaluation.json.")
+    parser.add_argument("run", help="the run's --out-dir (summary.json and translator/ in it)")
+    parser.add_argument("--bridge-only", action="store_true", help="only the bridge rows and diagnostics (no text baselines)")
+    parser.add_argument("--source", help="the source model (default: the path the run recorded)")
+    parser.add_argument("--target", help="the target model (default: the path the run recorded)")
+    parser.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    result = evaluate_run(args.run, text_baselines=not args.bridge_only, source=args.source, target=args.target,
+                          device=args.device, threads=args.threads)
+    run = result["run"]
+    print(f"{args.run}: {run['test_examples']} test examples on {run['device']}")
+    for name, row in result["methods"].items():
+        print(f"  {name:<13} {100 * row['accuracy']:5.1f}%")
+    recorded = run["test_bridged_acc_of_the_run"]
+    if recorded is not None:
+        print(f"  the run's own test pass (unquantized): {100 * recorded:.1f}%")
+    if run["ignored_config_fields"]:
+        print(f"  recorded config fields this version does not have (ignored): {', '.join(run['ignored_config_fields'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -703,8 +703,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
     if cfg.baselines:
         if ctx.distributed and cfg.shard_target:
             summary["evaluation_skipped"] = (
-                "baselines need the whole target in one process; run train.evaluate on the saved translator "
-                "(out-dir/translator) in one process"
+                "baselines need the whole target in one process; score the saved translator in one process "
+                f"with python -m train.evaluate {cfg.out_dir}"
             )
         elif ctx.is_main:
             from .evaluate import evaluate_all
