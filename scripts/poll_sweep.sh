@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
 pack=$(mktemp -d)
 find "$dir" -name metrics.jsonl | sort | while read -r metrics; do
   run=$(dirname "$metrics"); name=$(realpath --relative-to="$dir" "$run" | tr '/' '_'); mkdir -p "$pack/$name"
-  cp "$run"/summary.json "$pack/$name/" 2>/dev/null
+  cp "$run"/summary.json "$run"/evaluation.json "$pack/$name/" 2>/dev/null
   grep -h '"val_acc"' "$metrics" > "$pack/$name/val.jsonl"
   tail -c 4000 "$run"/stdout.log > "$pack/$name/stdout_tail.log" 2>/dev/null
   echo "== $name $(tail -n 1 "$metrics" | cut -c1-60)"

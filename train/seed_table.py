@@ -75,6 +75,7 @@ class Run:
     config_from: str = ""
     environment: dict = field(default_factory=dict)
     val_curve: list = field(default_factory=list)
+    evaluation: dict | None = None  # RUN/evaluation.json (python -m train.evaluate RUN), where the run has one
 
 
 def _read_json(path: Path) -> dict:
@@ -133,6 +134,8 @@ def load_root(root: Path) -> tuple[dict, list[Run]]:
             run.environment = (run.summary["environment"] if "environment" in run.summary
                                else {**(meta.get("environment") or {}), **split_env(shlex.split(row.get("flags", "")))[0]})
             run.val_curve = [list(h) for h in run.summary.get("history", [])]
+            if (run_dir / "evaluation.json").is_file():
+                run.evaluation = _read_json(run_dir / "evaluation.json")
         else:
             if run.status == "ok":
                 run.status = "ok, but no summary.json copied back"
@@ -255,7 +258,10 @@ def run_figures(run: Run, learned_points: float, stable_points: float, tokenizer
     out.update(figure=True, test=test, target_alone=alone, best_val=best, best_step=s["best_step"], final_val=final,
                learned=_at_least(test - alone, learned_points), stable=_at_least(final - best, -stable_points) if best >= 0 else None,
                num_soft_tokens=k, target_dim=dim, target_dim_from=dim_from, device=s.get("device"))
-    methods = (s.get("evaluation") or {}).get("methods", {})
+    # the codec rows: the run's own baselines pass, else a later python -m train.evaluate RUN
+    methods = (s.get("evaluation") or run.evaluation or {}).get("methods", {})
+    if "bridge_fp16" in methods:
+        out["bridge_fp16_test"] = _points(methods["bridge_fp16"]["accuracy"])
     for bits in WIRE_BITS:
         if f"bridge_int{bits}" in methods:
             out[f"bridge_int{bits}_test"] = _points(methods[f"bridge_int{bits}"]["accuracy"])
@@ -284,6 +290,7 @@ def cell_figures(runs: list[dict]) -> dict:
         values = sorted({r.get(key) for r in done} - {None})
         return values[0] if len(values) == 1 else (values or None)
 
+    codec = [r for r in done if "bridge_fp16_test" in r and "bridge_int4_test" in r]
     return {
         "runs": len(runs), "seeds": [r["seed"] for r in runs], "with_figure": len(done),
         "no_figure": [f"{r['name']} ({r['status']})" for r in runs if not r["figure"]],
@@ -294,6 +301,9 @@ def cell_figures(runs: list[dict]) -> dict:
         "compression_mean": _mean([r["compression"] for r in done if "compression" in r]),
         "compression_runs": sum("compression" in r for r in done),
         **{f"bridge_int{b}_test_mean": _mean([r[f"bridge_int{b}_test"] for r in done if f"bridge_int{b}_test" in r]) for b in WIRE_BITS},
+        "codec_runs": len(codec), "bridge_fp16_test_mean": _mean([r["bridge_fp16_test"] for r in codec]),
+        # INT4 against fp16 of the same run's soft tokens: the largest loss over the runs that have both
+        "int4_minus_fp16_worst": min((r["bridge_int4_test"] - r["bridge_fp16_test"] for r in codec), default=None),
         "num_soft_tokens": same("num_soft_tokens"), "target_dim": same("target_dim"),
         **{f"int{b}_bytes": same(f"int{b}_bytes") for b in WIRE_BITS},
     }
@@ -360,9 +370,11 @@ def markdown(table: dict, command: str, made: str, tokenizer_name: str | None) -
                      f"{comp} | {_num(c['num_soft_tokens'], '{}')} | {_num(c['int8_bytes'], '{:,}')} | {_num(c['int4_bytes'], '{:,}')} |")
     quantized = [c for c in table["cells"] if c["bridge_int8_test_mean"] is not None or c["bridge_int4_test_mean"] is not None]
     if quantized:
-        lines += ["", "test % through the codec (the runs' baselines, mean over the runs that have them)", "",
-                  "| cell | INT8 | INT4 |", "|---|---|---|"]
-        lines += [f"| {c['label']} | {_num(c['bridge_int8_test_mean'])} | {_num(c['bridge_int4_test_mean'])} |" for c in quantized]
+        lines += ["", "test % through the codec (the runs' baselines or a later `python -m train.evaluate RUN`; mean over the "
+                  "runs that have them; the worst INT4 − fp16 is per run, same soft tokens)", "",
+                  "| cell | runs | fp16 | INT8 | INT4 | worst INT4 − fp16 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c['label']} | {c['codec_runs']} | {_num(c['bridge_fp16_test_mean'])} | {_num(c['bridge_int8_test_mean'])} | "
+                  f"{_num(c['bridge_int4_test_mean'])} | {_num(c['int4_minus_fp16_worst'])} |" for c in quantized]
     missing = [(c["label"], n) for c in table["cells"] for n in c["no_figure"]]
     if missing:
         lines += ["", "runs without a figure:", ""] + [f"- {label}: {n}" for label, n in missing]

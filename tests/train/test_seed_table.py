@@ -273,3 +273,18 @@ def test_a_summary_missing_figures_is_refused_by_path(tmp_path):
     (root / "s0" / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(st.SeedTableError, match=re.escape(str(root / "s0" / "summary.json")) + ".*test_target_alone_acc"):
         st.seed_table([root])
+
+
+def test_codec_rows_come_from_a_later_evaluation_json_where_the_summary_has_none(tmp_path):
+    root = make_sweep(tmp_path / "sweep", [run("s0", 0, 0.5), run("s1", 1, 0.5)])
+    for name, int4 in (("s0", 0.40), ("s1", 0.50)):  # as python -m train.evaluate RUN writes it
+        (root / name / "evaluation.json").write_text(json.dumps(
+            {"methods": {"bridge_fp16": {"accuracy": 0.5}, "bridge_int8": {"accuracy": 0.5}, "bridge_int4": {"accuracy": int4}}}))
+    table = st.seed_table([root])
+    cell = table["cells"][0]
+    assert cell["bridge_int8_test_mean"] == pytest.approx(50.0) and cell["bridge_int4_test_mean"] == pytest.approx(45.0)
+    assert cell["codec_runs"] == 2 and cell["int4_minus_fp16_worst"] == pytest.approx(-10.0)
+    assert "| all runs | 2 | 50.0 | 50.0 | 45.0 | -10.0 |" in st.markdown(table, "cmd", "made", None)
+    (root / "s1" / "evaluation.json").unlink()
+    cell = st.seed_table([root])["cells"][0]
+    assert cell["bridge_int4_test_mean"] == pytest.approx(40.0) and cell["codec_runs"] == 1
