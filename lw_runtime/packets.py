@@ -63,14 +63,16 @@ from .wire import (
     _check_group,
     aligned,
     check_payload,
+    checksum_error,
     chunk_pieces,
     encode_payload,
     is_bytes_like,
     packet_view,
     packed_row_bytes,
-    parse_packet,
     payload_arrays,
     payload_bytes,
+    read_framing,
+    read_header,
     seal_pieces,
     translator_fingerprint,
 )
@@ -304,9 +306,8 @@ class Decoder:
         self._key = None
         self._message_fingerprint = None  # what the current message's first packet was checked against
         self._buffer = None
-        self._staged = None  # _whole_message: the message's payload until result() decodes it
-        self._first_header = None
-        self._out_dtype = None
+        self._staged = None  # _whole_message: the message's payload until its last chunk arrives
+        self._values_error = None  # _whole_message: what decoding the complete message raised, for result()
         self._peak = 0.0
         self._received = None  # numpy bool per token of the current message
         self._received_count = 0
@@ -390,12 +391,13 @@ class Decoder:
             raise NonFiniteValueError(f"decoded values are not finite in {out_dtype} (overflow in the payload's range or in project)")
         return y
 
-    def _start(self, h: PacketHeader, expected: bytes | None, out_dim: int, out_dtype: torch.dtype) -> None:
+    def _start(self, h: PacketHeader, expected: bytes | None, out_dim: int, out_dtype: torch.dtype,
+               staged: _Staged | None) -> None:
         self._key, self._message_fingerprint = h.message_key(), expected
         if self._whole_message:
-            self._buffer = None
-            self._staged = _Staged(h, h.num_tokens, self._pinned)
-            self._first_header, self._out_dtype, self._peak = h, out_dtype, 0.0
+            self._buffer, self._values_error = None, None
+            self._staged = staged
+            self._peak = 0.0
         else:
             self._buffer = torch.empty(h.batch, h.num_tokens, out_dim, dtype=out_dtype, device=self.device)
         self._received = np.zeros(h.num_tokens, dtype=bool)
@@ -404,38 +406,67 @@ class Decoder:
 
     def feed(self, packet) -> torch.Tensor | None:
         """Check and decode one packet; returns its tokens (B, chunk_count, D) and keeps them for ``result``
-        (inside ``decode`` it only checks and stages the chunk, returns None, and ``result`` decodes)."""
-        h, payload = parse_packet(packet, self.max_bytes)
-        starts = self._starts_message(h)
-        expected = self.fingerprint if starts else self._message_fingerprint
-        if expected is not None and h.fingerprint != expected:
-            raise FingerprintMismatchError(
-                f"packet made for translator/target fingerprint {h.fingerprint.hex()}; this receiver holds {expected.hex()}"
-            )
-        out_dim = self._out_dim(h)
-        out_dtype = self.dtype if self.dtype is not None else OUT_DTYPES[h.out_dtype]
-        self._check_chunk(h, starts, out_dim, out_dtype)
-        first, scales = payload_arrays(h, payload)
-        peak = check_payload(h, first, scales)
+        (inside ``decode`` it only checks and stages the chunk, returns None, and ``result`` returns the
+        message, decoded when its last chunk arrived).
+
+        The CRC is checked last, once the chunk's (or the message's) host-to-device copy and dequantize
+        are queued, so that on a GPU it runs while they do; the decoded values are kept or returned only
+        after it passes. Any error met before it is reported as ``parse_packet`` orders them: the
+        packet's ``ChecksumError`` first when its CRC does not match.
+        """
+        data, fields = read_framing(packet, self.max_bytes)
+        try:
+            h, payload = read_header(data, fields, self.max_bytes)
+            starts = self._starts_message(h)
+            expected = self.fingerprint if starts else self._message_fingerprint
+            if expected is not None and h.fingerprint != expected:
+                raise FingerprintMismatchError(
+                    f"packet made for translator/target fingerprint {h.fingerprint.hex()}; this receiver holds {expected.hex()}"
+                )
+            out_dim = self._out_dim(h)
+            out_dtype = self.dtype if self.dtype is not None else OUT_DTYPES[h.out_dtype]
+            self._check_chunk(h, starts, out_dim, out_dtype)
+            first, scales = payload_arrays(h, payload)
+            peak = check_payload(h, first, scales)
+            values, values_error = None, None
+            if self._whole_message:
+                # Staged before the CRC passes, into tokens no chunk has filled yet (or a new message's
+                # buffer): a bad packet raises, and decode() drops this Decoder.
+                staged = _Staged(h, h.num_tokens, self._pinned) if starts else self._staged
+                staged.put(h.chunk_start, first, scales)
+                peak = max(peak, 0.0 if starts else self._peak)
+                if (0 if starts else self._received_count) + h.chunk_count == h.num_tokens:  # the message is complete
+                    try:
+                        values = self._values(h, staged, peak, out_dtype)
+                    except Exception as exc:  # result() raises it: a packet after the complete message is reported first
+                        values_error = exc
+            else:
+                staged = _Staged(h, h.chunk_count, self._pinned)
+                staged.put(0, first, scales)
+                values = self._values(h, staged, peak, out_dtype)
+        except Exception:
+            error = checksum_error(data)
+            if error is not None:
+                raise error from None
+            raise
+        error = checksum_error(data)
+        if error is not None:
+            raise error
+        if starts:
+            self._start(h, expected, out_dim, out_dtype, staged if self._whole_message else None)
         end = h.chunk_start + h.chunk_count
         if self._whole_message:
-            if starts:
-                self._start(h, expected, out_dim, out_dtype)
-            self._staged.put(h.chunk_start, first, scales)
-            self._peak = max(self._peak, peak)
-            chunk = None
+            self._peak = peak
+            if values is not None or values_error is not None:
+                self._buffer, self._values_error, self._staged = values, values_error, None
+            values = None
         else:
-            staged = _Staged(h, h.chunk_count, self._pinned)
-            staged.put(0, first, scales)
-            chunk = self._values(h, staged, peak, out_dtype)
-            if starts:
-                self._start(h, expected, out_dim, out_dtype)
-            self._buffer[:, h.chunk_start : end] = chunk
+            self._buffer[:, h.chunk_start : end] = values
         self._received[h.chunk_start : end] = True
         self._received_count += h.chunk_count
         if h.chunk_start == self._ready:
             self._ready = _first(self._received, False, end)
-        return chunk
+        return values
 
     def result(self) -> torch.Tensor:
         """The whole (B, K, D) message; ChunkError while tokens are missing."""
@@ -447,9 +478,8 @@ class Decoder:
             shown = ", ".join(f"[{a}, {b})" for a, b in ranges)
             more = ", ..." if _first(self._received, False, ranges[-1][1]) < total else ""
             raise ChunkError(f"message incomplete: {total - self._received_count} of {total} tokens missing (tokens {shown}{more})")
-        if self._staged is not None:
-            self._buffer = self._values(self._first_header, self._staged, self._peak, self._out_dtype)
-            self._staged = None
+        if self._values_error is not None:
+            raise self._values_error
         return self._buffer
 
 

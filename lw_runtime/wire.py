@@ -509,6 +509,16 @@ def parse_packet(packet, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[PacketHead
     packet's real length first. ``max_bytes`` caps the payload and the decoded message (fp32).
     ``packet``: see ``packet_view``; anything else raises ``PacketTypeError``.
     """
+    data, fields = read_framing(packet, max_bytes)
+    error = checksum_error(data)
+    if error is not None:
+        raise error
+    return read_header(data, fields, max_bytes)
+
+
+def read_framing(packet, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[memoryview, tuple]:
+    """The checks ``parse_packet`` runs before the CRC (type, magic, version, header and payload
+    lengths against the cap and the bytes there); returns the packet's view and its unpacked header."""
     data = packet_view(packet)
     n = len(data)
     if bytes(data[:4]) != MAGIC[: min(n, 4)]:
@@ -519,8 +529,8 @@ def parse_packet(packet, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[PacketHead
         raise UnsupportedVersionError(f"packet is wire format version {data[4]}; this receiver reads version {VERSION}")
     if n < HEADER_SIZE + CRC_SIZE:
         raise TruncatedPacketError(f"packet of {n} bytes is shorter than a header and CRC ({HEADER_SIZE + CRC_SIZE})")
-    (_, version, bits, header_len, flags, group_size, raw_dtype, out_dtype, reserved16, batch, num_tokens, dim,
-     chunk_start, chunk_count, message_id, fingerprint, payload_len, reserved) = _HEADER.unpack(data[:HEADER_SIZE])
+    fields = _HEADER.unpack_from(data)
+    header_len, payload_len = fields[3], fields[16]
     if header_len != HEADER_SIZE:
         raise HeaderFieldError(f"header length {header_len}; version {VERSION} headers are {HEADER_SIZE} bytes")
     if payload_len > max_bytes:
@@ -530,14 +540,29 @@ def parse_packet(packet, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[PacketHead
         raise TruncatedPacketError(f"packet has {n} bytes; its header declares {expected} (payload {payload_len})")
     if n > expected:
         raise TrailingBytesError(f"packet has {n} bytes; its header declares {expected}: {n - expected} extra bytes")
+    return data, fields
+
+
+def checksum_error(data: memoryview) -> ChecksumError | None:
+    """The ``ChecksumError`` of a framed packet (``read_framing``) whose CRC32C trailer does not match, else None."""
     stored = int.from_bytes(data[-CRC_SIZE:], "little")
     computed = crc32c(data[:-CRC_SIZE])
     if stored != computed:
-        raise ChecksumError(f"CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x}): the packet was corrupted")
+        return ChecksumError(f"CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x}): the packet was corrupted")
+    return None
+
+
+def read_header(data: memoryview, fields: tuple, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[PacketHeader, memoryview]:
+    """The checks ``parse_packet`` runs after the CRC: every header field; returns the header and the payload's view."""
+    (_, version, bits, header_len, flags, group_size, raw_dtype, out_dtype, reserved16, batch, num_tokens, dim,
+     chunk_start, chunk_count, message_id, fingerprint, payload_len, reserved) = fields
     header = PacketHeader(bits, group_size, raw_dtype, out_dtype, flags, batch, num_tokens, dim, chunk_start,
                           chunk_count, message_id, fingerprint, payload_len, version, header_len)
-    validate_header(header, max_bytes, reserved16 == 0 and reserved == bytes(12))
+    validate_header(header, max_bytes, reserved16 == 0 and reserved == _ZERO_RESERVED)
     return header, data[HEADER_SIZE:-CRC_SIZE]
+
+
+_ZERO_RESERVED = bytes(12)
 
 
 def validate_header(h: PacketHeader, max_bytes: int = DEFAULT_MAX_BYTES, reserved_zero: bool = True) -> None:
@@ -632,7 +657,8 @@ def encode_payload(values: torch.Tensor, bits: int, group_size: int) -> tuple[np
 
         packed, scales = quantize(values, bits, group_size)
         arrays, raw_code = [packed, scales.view(torch.uint8)], 0
-    finite, *host = _to_host([torch.stack(finite).view(torch.uint8), *arrays])
+    finite = torch.stack(finite) if len(finite) > 1 else finite[0].reshape(1)  # a view: no launch for one
+    finite, *host = _to_host([finite.view(torch.uint8), *arrays])
     if not finite[0]:
         raise NonFiniteValueError(f"{int((~torch.isfinite(values)).sum())} NaN/Inf values in the tensor to send")
     if bits == 16 and not finite[1]:

@@ -150,3 +150,80 @@ def test_payload_arrays_are_views_of_the_packet():
     assert codes.shape == (2, 3, 64) and scales.shape == (2, 3, 2) and scales.dtype == np.uint16
     assert not codes.flags.owndata and not scales.flags.owndata
     assert isinstance(h, PacketHeader)
+
+
+def _raised(fn, *args, **kwargs):
+    with pytest.raises(wire.WireFormatError) as info:
+        fn(*args, **kwargs)
+    return type(info.value), str(info.value)
+
+
+def test_every_bit_flip_raises_in_decode_and_feed_what_parse_packet_raises():
+    """The receiver checks the CRC after queueing the copy and dequantize, yet reports each corrupted
+    packet as parse_packet does: the ChecksumError (same message) unless the flip hit the framing."""
+    (p,) = encode_soft_tokens(soft(b=2, k=3, d=64), FP, 8, 32)
+    for i in range(len(p)):
+        for bit in (0, 3, 7):
+            flipped = bytearray(p)
+            flipped[i] ^= 1 << bit
+            expected = _raised(parse_packet, bytes(flipped))
+            assert _raised(decode, bytes(flipped), fingerprint=FP) == expected
+            assert _raised(Decoder(fingerprint=FP).feed, bytes(flipped)) == expected
+
+
+@pytest.mark.parametrize("whole_message", [False, True])
+def test_a_corrupted_chunk_changes_nothing_and_its_good_copy_then_decodes(whole_message):
+    x = soft(b=2, k=7, d=96)
+    packets = encode_soft_tokens(x, FP, 6, 32, chunk_tokens=3)
+    decoder = Decoder(fingerprint=FP, _whole_message=whole_message)
+    decoder.feed(packets[1])
+    state = (decoder.received_tokens, decoder.ready_tokens, decoder.messages_started)
+    bad = bytearray(packets[2])
+    bad[HEADER_SIZE + 5] ^= 0x10  # a code byte: only the CRC can tell
+    with pytest.raises(wire.ChecksumError):
+        decoder.feed(bytes(bad))
+    assert (decoder.received_tokens, decoder.ready_tokens, decoder.messages_started) == state
+    for p in (packets[2], packets[0]):
+        decoder.feed(p)
+    assert torch.equal(decoder.result(), decode(packets, fingerprint=FP))
+
+
+def test_a_corrupted_first_packet_starts_no_message():
+    (p,) = encode_soft_tokens(soft(b=1, k=4, d=64), FP, 8, 32)
+    bad = bytearray(p)
+    bad[-CRC_SIZE - 1] ^= 0x01  # a scale byte
+    decoder = Decoder(fingerprint=FP)
+    with pytest.raises(wire.ChecksumError):
+        decoder.feed(bytes(bad))
+    assert decoder.messages_started == 0 and decoder.received_tokens == 0
+    with pytest.raises(wire.ChunkError, match="no packet received"):
+        decoder.result()
+
+
+def test_decode_reports_a_packet_after_the_complete_message_before_the_value_check():
+    """decode dequantizes when the last chunk arrives, but a failing value check is still raised at the
+    end, after the packets: a packet past the complete message is reported first, as before."""
+    x = soft(b=1, k=4, d=32)
+    x[0, 1, 0] = 1e5
+    (p,) = encode_soft_tokens(x, FP, 8, 32)
+    with pytest.raises(NonFiniteValueError):
+        decode([p], dtype=torch.float16)
+    with pytest.raises(wire.ChunkError, match="was complete"):
+        decode([p, encode_soft_tokens(x, FP, 8, 32, message_id=7)[0]], dtype=torch.float16)
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8, 16])
+def test_staged_payloads_of_odd_sizes_decode_to_the_reference(bits):
+    """Chunks of odd token counts land at odd offsets of the staging buffer (6-bit rows of 72 bytes,
+    scales after padding); the decoded values equal lw_kernels' reference dequantize of the payload."""
+    x = soft(b=3, k=11, d=96, seed=5)
+    packets = encode_soft_tokens(x, FP, bits, 32, chunk_tokens=5)
+    got = decode(packets[::-1], fingerprint=FP)
+    (whole,) = encode_soft_tokens(x, FP, bits, 32)
+    h, payload = parse_packet(whole)
+    first, scales = payload_arrays(h, payload)
+    if bits == 16:
+        want = torch.from_numpy(first.copy()).view(torch.float16).float()
+    else:
+        want = lw_kernels.dequantize(torch.from_numpy(first.copy()), torch.from_numpy(scales.copy()).view(torch.float16), bits, 32, 96)
+    assert torch.equal(got, want)
