@@ -11,13 +11,17 @@ Decisions:
   (output projection + RMS matching). Fewer bytes whenever bottleneck_dim < target_dim.
 - A receiver given a translator or a fingerprint rejects packets with any other fingerprint;
   given neither it checks none (a generic relay or inspector).
-- A bad packet never changes a ``Decoder``'s state: every check runs before the chunk is written.
+- A bad packet never changes a ``Decoder``'s state: every check runs before the chunk is kept
+  (``decode`` stages it before its CRC is checked; a bad one ends that decode).
 - Host work per packet is one CRC pass, the header checks and one pass over the scales' bits
   (numpy); nothing loops over rows or tokens in Python, and no torch CPU kernel scans the payload.
   The payload then moves as one page-locked buffer (codes, then scales at a 16-byte boundary) in
   one host-to-device copy, decoded by one dequantize launch that writes the output dtype: ``decode``
   gathers a whole message's chunks into that buffer first (one copy and one launch per message),
-  ``Decoder.feed`` does it per chunk (it must return each chunk). The sender mirrors it: quantize on
+  ``Decoder.feed`` does it per chunk (it must return each chunk). The CRC is checked last, after
+  that copy and launch are queued, so that on a GPU it runs while they do (about 0.1 ms for a
+  2.2 MB packet on the H100's host); nothing decoded is kept or returned before it passes, and a
+  corrupted packet still raises ``ChecksumError`` ahead of any other error. The sender mirrors it: quantize on
   the device, one device-to-host copy of codes, scales and the finiteness check, then one join per
   packet with the CRC computed over the pieces (``seal_pieces``).
 - A receiver holding a translator checks each message against the translator's weights as they are
