@@ -227,3 +227,33 @@ def test_staged_payloads_of_odd_sizes_decode_to_the_reference(bits):
     else:
         want = lw_kernels.dequantize(torch.from_numpy(first.copy()), torch.from_numpy(scales.copy()).view(torch.float16), bits, 32, 96)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8, 16])
+def test_payloads_copied_in_by_torch_decode_as_those_copied_by_numpy(bits, monkeypatch):
+    """Large chunks go into the staging buffer through torch (_TORCH_COPY_BYTES); with the threshold at 0
+    every chunk does, at odd token counts and offsets, and decodes bit for bit as the numpy path does."""
+    x = soft(b=3, k=11, d=96, seed=7)
+    packets = encode_soft_tokens(x, FP, bits, 32, chunk_tokens=5)
+    want = decode(packets, fingerprint=FP)
+    monkeypatch.setattr(packets_module, "_TORCH_COPY_BYTES", 0)
+    assert torch.equal(decode(packets[::-1], fingerprint=FP), want)
+    decoder = Decoder(fingerprint=FP)
+    pieces = [decoder.feed(p) for p in packets]
+    assert torch.equal(torch.cat([piece for piece in pieces if piece is not None], dim=1), want)
+
+
+def test_a_payload_over_the_threshold_takes_the_torch_copy_and_decodes_to_the_reference(monkeypatch):
+    """An 8B-shaped message (batch 4, K 64, dim 4096, INT8: 1 MiB of codes) reaches _TORCH_COPY_BYTES and is
+    copied in by torch once; the decoded values equal the reference dequantize."""
+    calls = []
+    real = packets_module._copy_in
+    monkeypatch.setattr(packets_module, "_copy_in", lambda dst, src: (calls.append(src.nbytes), real(dst, src)))
+    x = soft(b=4, k=64, d=4096, seed=3)
+    (whole,) = encode_soft_tokens(x, FP, 8, 32)
+    got = decode([whole], fingerprint=FP)
+    h, payload = parse_packet(whole)
+    first, scales = payload_arrays(h, payload)
+    assert calls == [first.nbytes] and first.nbytes >= packets_module._TORCH_COPY_BYTES
+    want = lw_kernels.dequantize(torch.from_numpy(first.copy()), torch.from_numpy(scales.copy()).view(torch.float16), 8, 32, 4096)
+    assert torch.equal(got, want)
