@@ -15,8 +15,8 @@ Decisions:
   (``decode`` stages it before its CRC is checked; a bad one ends that decode).
 - Host work per packet is one CRC pass, the header checks and one pass over the scales' bits
   (numpy); nothing loops over rows or tokens in Python. The payload is copied into one page-locked
-  buffer (by numpy, or by torch's threads from 1 MiB up: ``_TORCH_COPY_BYTES``) and moves (codes, then scales at a 16-byte boundary) in
-  one host-to-device copy, decoded by one dequantize launch that writes the output dtype: ``decode``
+  buffer (codes, then scales at a 16-byte boundary; by numpy, or by torch's threads from 1 MiB up:
+  ``_TORCH_COPY_BYTES``) and moves in one host-to-device copy, decoded by one dequantize launch that writes the output dtype: ``decode``
   gathers a whole message's chunks into that buffer first (one copy and one launch per message),
   ``Decoder.feed`` does it per chunk (it must return each chunk). The CRC is checked last, after
   that copy and launch are queued, so that on a GPU it runs while they do (about 0.1 ms for a
