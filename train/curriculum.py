@@ -3,8 +3,9 @@
 Each stage is one ``train.fsdp`` run on its task (e.g. ``relay_qa:1,relay_qa:2,relay_qa:4``: the
 fact ladder), in ``DIR/stage<i>_<task>``; every stage after the first starts from the previous
 stage's translator (``--init-from``; with early stopping that is the best one by validation). The
-common flags apply to every stage, and ``--steps`` and ``--lr`` may be comma lists, one value per stage
-(a later stage fine-tunes: e.g. ``--lr 1e-3,5e-4,5e-4``).
+common flags apply to every stage, and ``--steps``, ``--lr``, ``--batch-size`` and ``--train-examples`` may
+be comma lists, one value per stage (a later stage fine-tunes: e.g. ``--lr 1e-3,5e-4,5e-4``; a 4-fact stage
+with ``--all-questions`` asks four questions per passage, so it may take a quarter of the passages per step).
 ``DIR/curriculum.json`` collects each stage's held-out results, with the device, date, commit and
 command (rewritten as each stage ends, so a curriculum cut short keeps the stages it finished); the last stage's test split is the curriculum's result. A stage whose ``summary.json``
 exists with the same flags is reused (unless an earlier stage was retrained in this call: its
@@ -28,7 +29,7 @@ from .config import DriverParser, parse_args
 from .loop import train
 from .provenance import commit, lw_environment
 
-PER_STAGE = ("steps", "lr")  # flags that may give one value per stage, comma-separated
+PER_STAGE = ("steps", "lr", "batch_size", "train_examples")  # flags that may give one value per stage, comma-separated
 RESULT_KEYS = ("test_bridged_acc", "test_target_alone_acc", "best_val_acc", "best_step", "final_val_acc",
                "steps_run", "train_s")
 
@@ -39,6 +40,8 @@ def add_curriculum_flags(group) -> None:
                        help="curriculum folder: stage i trains in DIR/stage<i>_<task>")
     group.add_argument("--steps", metavar="N[,N...]", help="optimizer steps: one value, or one per stage")
     group.add_argument("--lr", metavar="X[,X...]", help="learning rate: one value, or one per stage")
+    group.add_argument("--batch-size", metavar="N[,N...]", help="global batch: one value, or one per stage")
+    group.add_argument("--train-examples", metavar="N[,N...]", help="training pool size: one value, or one per stage")
     group.add_argument("--task", help="not taken: the stages' tasks are the TASKS argument")
     group.add_argument("--init-from", metavar="DIR", help="not taken: each stage starts from the previous one's")
 
@@ -50,7 +53,8 @@ PARSER = DriverParser("python -m train.curriculum", __doc__, "TASKS", "the stage
 def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[str, list[str]]]]:
     """The curriculum's folder, and (stage folder name, the flags of that stage's run) for every
     stage, validated up front."""
-    glued = [a for a in common if a.split("=", 1)[0] in ("--steps", "--lr") and "=" in a]
+    listed = {"--" + name.replace("_", "-") for name in PER_STAGE}
+    glued = [a for a in common if a.split("=", 1)[0] in listed and "=" in a]
     if glued:  # one spelling for per-stage lists, as before argparse (which would read '--steps=1,2' too)
         raise SystemExit(f"train.curriculum reads {', '.join(glued)} as a separate flag and value: write '--steps 1,2', not '--steps=1,2'")
     own, common = PARSER.split(common)
@@ -60,13 +64,13 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
     per_stage = {name: getattr(own, name).split(",") for name in PER_STAGE if getattr(own, name) is not None}
     for name, values in per_stage.items():
         if len(values) not in (1, len(tasks)):
-            raise SystemExit(f"--{name} gives {len(values)} values for {len(tasks)} stages (give one, or one per stage)")
+            raise SystemExit(f"--{name.replace('_', '-')} gives {len(values)} values for {len(tasks)} stages (give one, or one per stage)")
     stages, previous = [], None
     for i, task in enumerate(tasks):
         name = f"stage{i + 1}_{task.replace(':', '_f')}"
         flags = common + ["--task", task, "--out-dir", str(out_dir / name)]
         for flag, values in per_stage.items():
-            flags += [f"--{flag}", values[i] if len(values) > 1 else values[0]]
+            flags += [f"--{flag.replace('_', '-')}", values[i] if len(values) > 1 else values[0]]
         if previous is not None:
             flags += ["--init-from", str(out_dir / previous / "translator")]
         parse_args(flags, prog=f"train.curriculum (stage {name})")  # every stage's flags parse before the first trains

@@ -54,10 +54,19 @@ def test_bad_arguments_stop_before_training(tiny_run, tmp_path, extra, problem):
         curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, tmp_path / "bad"), *extra])
 
 
-def test_per_stage_learning_rates(tiny_run, tmp_path):
-    _, stages = curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], [*_common(tiny_run, tmp_path / "lr"), "--lr", "1e-3,5e-4"])
+def test_per_stage_learning_rates_batches_and_pools(tiny_run, tmp_path):
     from train.config import parse_args
-    assert [parse_args(flags).lr for _, flags in stages] == [1e-3, 5e-4]
+    _, stages = curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], [*_common(tiny_run, tmp_path / "lr"), "--lr", "1e-3,5e-4",
+                                                                      "--batch-size", "8,4", "--train-examples", "40,16"])
+    cfgs = [parse_args(flags) for _, flags in stages]
+    assert [c.lr for c in cfgs] == [1e-3, 5e-4]
+    assert [(c.batch_size, c.train_examples) for c in cfgs] == [(8, 40), (4, 16)]
+    _, stages = curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], _common(tiny_run, tmp_path / "one"))
+    assert {parse_args(flags).batch_size for _, flags in stages} == {8}  # one value (tiny_run's) serves every stage
+    with pytest.raises(SystemExit, match="--batch-size gives 3 values for 2 stages"):
+        curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], [*_common(tiny_run, tmp_path / "b"), "--batch-size", "8,4,2"])
+    with pytest.raises(SystemExit, match="separate flag and value"):
+        curriculum.stage_flags(["relay_qa:1", "relay_qa:2"], [*_common(tiny_run, tmp_path / "g"), "--train-examples=40,16"])
 
 
 def test_a_curriculum_cut_short_keeps_the_record_of_its_finished_stages(tiny_run, tmp_path, monkeypatch):
