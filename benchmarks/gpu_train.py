@@ -205,6 +205,11 @@ def step_flops_fields(ctx, parts: list[dict], step_s: list[float], peak: float |
     }
 
 
+# set by main on the writing rank: writes the report so far, so a run cut short (a time limit, a crash, a
+# machine taken back) keeps every measurement it finished
+_SAVE_PARTIAL = None
+
+
 def measure(results, ctx, name, fn, budget_s):
     if time.time() - T0 > budget_s:
         results.append({"name": name, "error": f"skipped: past the {budget_s:.0f}s time budget"})
@@ -219,6 +224,8 @@ def measure(results, ctx, name, fn, budget_s):
     row["wall_s"] = round(time.time() - started, 1)
     results.append(row)
     log(ctx, name, {k: v for k, v in row.items() if k not in ("traceback", "step_ms_all")})
+    if _SAVE_PARTIAL is not None:
+        _SAVE_PARTIAL()
 
 
 def shape_runs(args, ctx, results):
@@ -363,7 +370,7 @@ def tiny_compile_runs(args, ctx, results):
     compile_runs(args, ctx, results, "tiny", source, target, cache, examples, flags)
 
 
-def write(args, ctx, results, out: Path):
+def write(args, ctx, results, out: Path, partial: bool = False):
     device = device_name(ctx.device)
     peak = args.peak_tflops or peak_bf16_tflops(device)
     launcher = f"torchrun --nproc_per_node={ctx.world} " if "LOCAL_RANK" in os.environ and ctx.world > 1 else "python "
@@ -377,6 +384,8 @@ def write(args, ctx, results, out: Path):
         **({} if peak else {"mfu_note": f"no dense bf16 peak known for {device!r}; MFU omitted"}),
         "results": results,
     }
+    if partial:  # written after each measurement; the last write of a finished run drops the flag
+        report["partial"] = "written after the last finished measurement; the run had not ended"
     if args.compare:
         base = {r["name"]: r for r in json.loads(Path(args.compare).read_text())["results"] if "samples_per_s" in r}
         base_world = json.loads(Path(args.compare).read_text())["world_size"]
@@ -464,6 +473,9 @@ def main(argv=None) -> int:
     torch.set_flush_denormal(True)  # as train.loop.train: on a CPU, subnormals make the target's backward ~10x slower
     ctx = distributed.init(args.device, force=True)
     results: list = []
+    global _SAVE_PARTIAL
+    if ctx.is_main:
+        _SAVE_PARTIAL = lambda: write(args, ctx, results, Path(args.out), partial=True)  # noqa: E731
     try:
         log(ctx, f"device {ctx.device}, world {ctx.world}")
         if args.source and args.target:
@@ -480,6 +492,7 @@ def main(argv=None) -> int:
             write(args, ctx, results, Path(args.out))
             print((Path(args.out) / "gpu_train.md").read_text())
     finally:
+        _SAVE_PARTIAL = None
         distributed.shutdown(ctx)
     return 0
 

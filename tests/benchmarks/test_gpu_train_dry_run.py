@@ -23,6 +23,7 @@ def test_dry_run_reports_the_same_step_flops_for_every_layout_and_mfu_against_th
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "gpu_train.json").read_text())
     assert report["peak_bf16_tflops"] == PEAK and report["peak_from"] == "--peak-tflops"
+    assert "partial" not in report  # the finished run's last write
     rows = report["results"]
     assert all("error" not in r for r in rows), [r.get("error") for r in rows]
     encode = [r for r in rows if r["name"].startswith("source_encode")]
@@ -52,3 +53,26 @@ def test_compile_entries_name_the_step_variants():
     import pytest
     with pytest.raises(ValueError, match="waited"):
         compile_entries("fast")
+
+
+def test_a_run_cut_short_keeps_the_measurements_it_finished(tmp_path):
+    """The report is written after every measurement: a run stopped during its second one (here an
+    interrupt, on the GPU machine a time limit) leaves gpu_train.json with the first, marked partial."""
+    out = tmp_path / "cut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    script = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import gpu_train\n"
+        "real, calls = gpu_train.measure, []\n"
+        "def cut(*args, **kw):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2: raise KeyboardInterrupt\n"
+        "    return real(*args, **kw)\n"
+        "gpu_train.measure = cut\n"
+        f"gpu_train.main(['--quick', '--device', 'cpu', '--out', {str(out)!r}])\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr
+    report = json.loads((out / "gpu_train.json").read_text())
+    assert "partial" in report and [r["name"].split()[0] for r in report["results"]] == ["source_encode"]
+    assert "error" not in report["results"][0] and report["results"][0]["tflop_per_encode_per_rank"] > 0
