@@ -20,6 +20,8 @@ with bf16 parameters and fp32 reduction, 2 untimed steps, then --steps timed opt
 (median). Subnormals are flushed, as training does (on a CPU they slow the target's backward ~10x).
 Peak memory: torch.cuda.max_memory_allocated per rank (reset per measurement); on CPU the process's
 peak RSS, which only grows. Target prompts use a byte tokenizer (3-4x the tokens of a real one).
+With ``--compile`` and one process the 8B shapes also get the --compile rows (global batch --batch-size,
+plain modules: the step a one-GPU ``train.fsdp`` run takes).
 ``--compare`` takes a JSON from a run with fewer GPUs and adds scaling efficiency
 (samples/s ratio / GPU ratio) for measurements of the same name.
 ``--compile off,on,...``: the eager step and the captured one (``train.captured``: fixed shapes,
@@ -281,6 +283,12 @@ def shape_runs(args, ctx, results):
                         args.budget_s)
             finally:
                 undo()
+        if not shard and args.compile and ctx.world == 1:
+            # the same 8B shapes, eager vs captured in one process (train.fsdp's default on one GPU), global batch
+            # --batch-size: the MFU of the step a one-GPU run takes
+            flags = ["--preset", preset, "--source-layer", str(source_layer), "--warmup", "0",
+                     "--max-source-tokens", str(tokens), "--device", dev.type, "--no-progress"]
+            compile_runs(args, ctx, results, target_shape, source, target, cache, examples, flags, batch=args.batch_size)
         del target
         free(dev)
 
@@ -301,13 +309,15 @@ def compile_entries(spec: str) -> list[tuple[str, str, dict | None]]:
     return entries
 
 
-def compile_runs(args, ctx, results, pair: str, source, target, cache, examples, flags: list[str]) -> None:
-    """Eager and captured steps of one pair on the same batches: one process, plain modules."""
+def compile_runs(args, ctx, results, pair: str, source, target, cache, examples, flags: list[str],
+                 batch: int | None = None) -> None:
+    """Eager and captured steps of one pair on the same batches: one process, plain modules; global
+    batch ``batch`` (default --compile-batch-size, 8 in --quick)."""
     if ctx.world > 1:
         results.append({"name": f"{pair} compile", "error": "the eager/captured comparison runs in one process"})
         return
     plain = distributed.DistContext(device=ctx.device)
-    batch = 8 if args.quick else args.compile_batch_size
+    batch = batch or (8 if args.quick else args.compile_batch_size)
     rows = []
     for entry, value, options in compile_entries(args.compile):
         cfg = train_args(flags + ["--batch-size", str(batch), "--compile", value])

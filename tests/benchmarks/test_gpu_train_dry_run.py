@@ -76,3 +76,22 @@ def test_a_run_cut_short_keeps_the_measurements_it_finished(tmp_path):
     report = json.loads((out / "gpu_train.json").read_text())
     assert "partial" in report and [r["name"].split()[0] for r in report["results"]] == ["source_encode"]
     assert "error" not in report["results"][0] and report["results"][0]["tflop_per_encode_per_rank"] > 0
+
+
+def test_compile_rows_cover_the_8b_shapes_too(tmp_path):
+    """--compile with the shapes on: the 8B-shaped pair (tiny in --quick) gets eager and captured rows in one
+    process at --batch-size, beside the embedded (here tiny) pair's; the captured FLOPs count its padding."""
+    out = tmp_path / "compile"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    run = subprocess.run([sys.executable, "benchmarks/gpu_train.py", "--quick", "--device", "cpu", "--out", str(out),
+                          "--compile", "off,on", "--peak-tflops", str(PEAK)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads((out / "gpu_train.json").read_text())["results"]}
+    assert all("error" not in r for r in rows.values()), {n: r.get("error") for n, r in rows.items()}
+    eager, captured = rows["tiny-wide tiny compile=off"], rows["tiny-wide tiny compile=on"]
+    assert eager["global_batch"] == captured["global_batch"] == 4  # --quick's --batch-size
+    assert captured["speedup_vs_off"] > 0 and captured["tflop_per_step"] >= eager["tflop_per_step"] > 0
+    assert eager["tflop_per_step"] == rows["tiny-wide tiny target=replicated ac=off"]["tflop_per_step"]
