@@ -127,8 +127,7 @@ class TrainConfig:
     threads: int = _parallel(0, "torch CPU threads (0 = torch's default)")
     shard_target: bool = _parallel(False, "shard the frozen target's blocks with FSDP2 across processes instead of replicating")
     activation_checkpointing: bool = _parallel(False, "recompute the target's block activations in backward")
-    compile: str = _parallel("auto", "compiled fixed-shape training step: auto (on CUDA, eager on the CPU), on, "
-                                     "waited (captured, but each step waits for the one before: no pipelining) or off")
+    compile: str = _parallel("auto", "compiled fixed-shape step: auto (CUDA; eager on CPU), on, waited (not pipelined), off")
     # checkpoint
     out_dir: str = _checkpoint("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
     checkpoint_every: int = _checkpoint(200, "steps between checkpoints in out-dir/checkpoints (0 = off)")
