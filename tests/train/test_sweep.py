@@ -58,17 +58,18 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED_PLANS = sorted((REPO / "results").rglob("*.plan"))
 
 
-def _plan_stages(plan: Path, tmp: Path) -> list[list[str]]:
-    """Every run's train.fsdp flags in a plan: sweep lines ``name: [ENV=value ...] --flags`` as train.sweep
-    reads them; chains lines ``name: TASK,TASK,... --flags`` (scripts/gpu_chains.sh) as train.curriculum
-    expands them, stage by stage. A plan is one kind or the other, never both."""
+def _plan_stages(plan: Path, tmp: Path, common: list[str]) -> list[list[str]]:
+    """Every run's train.fsdp flags in a plan, with the plan's common flags: sweep lines ``name: [ENV=value ...]
+    --flags`` as train.sweep reads them (common flags first); chains lines ``name: TASK,TASK,... --flags``
+    (scripts/gpu_chains.sh) as train.curriculum expands them, stage by stage (common flags after the line's,
+    as gpu_chains.sh passes them: they may give one value per stage). A plan is one kind or the other."""
     runs = [(name, sweep.split_env(words)[1]) for name, words in sweep.read_plan(plan)]
     chains = {bool(flags) and not flags[0].startswith("-") for _, flags in runs}
     assert len(chains) == 1, f"{plan}: mixes sweep lines (--flags) and chains lines (TASKS --flags)"
     if chains.pop():
         return [stage for _, flags in runs
-                for _, stage in curriculum.stage_flags(flags[0].split(","), [*flags[1:], "--out-dir", str(tmp)])[1]]
-    return [[*flags, "--out-dir", str(tmp)] for _, flags in runs]
+                for _, stage in curriculum.stage_flags(flags[0].split(","), [*flags[1:], *common, "--out-dir", str(tmp)])[1]]
+    return [[*common, *flags, "--out-dir", str(tmp)] for _, flags in runs]
 
 
 def _common_flags(plan: Path) -> list[str] | None:
@@ -84,8 +85,8 @@ def _common_flags(plan: Path) -> list[str] | None:
 
 def _check_plan(plan: Path, tmp: Path) -> None:
     common = _common_flags(plan)
-    for flags in _plan_stages(plan, tmp):
-        cfg = parse_args([*(common or []), *flags])
+    for flags in _plan_stages(plan, tmp, common or []):
+        cfg = parse_args(flags)
         if common is not None:  # without the common flags a line alone may lack e.g. --wide-answers
             # --init-from names a folder on the GPU machine (or a previous stage's), not here
             check_config(dataclasses.replace(cfg, init_from=None))
