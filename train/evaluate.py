@@ -234,6 +234,9 @@ def run_config(run_dir: Path, overrides: dict) -> tuple[TrainConfig, list[str]]:
     known = {f.name for f in fields(TrainConfig)}
     dropped = sorted(set(recorded) - known)
     cfg = TrainConfig(**{k: v for k, v in recorded.items() if k in known})
+    # where the run started from (a curriculum's previous stage, on the machine it trained on) does not
+    # change its test split or its saved translator
+    cfg.init_from = ""
     for name, value in overrides.items():
         if value is not None:
             setattr(cfg, name, value)

@@ -50,9 +50,11 @@ def test_overrides_and_fields_this_version_lacks(finished_run, tmp_path):
     out, _ = finished_run
     summary = json.loads((out / "summary.json").read_text())
     summary["config"]["a_flag_from_the_future"] = 1
+    summary["config"]["init_from"] = "/gpu/machine/stage1/translator"  # a curriculum stage's start, not here
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     cfg, dropped = run_config(tmp_path, {"threads": 2, "source": None})
     assert dropped == ["a_flag_from_the_future"] and cfg.threads == 2 and cfg.source == summary["config"]["source"]
+    assert cfg.init_from == ""  # so check_config does not look for that folder here
 
 
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path, finished_run):
