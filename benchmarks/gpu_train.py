@@ -161,6 +161,10 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         finally:
             if recorder is not None:
                 recorder.close()
+        if profile > 0:  # after the timed steps (compiles and graph captures done), at their matmul precision:
+            from step_profile import profile_steps  # another would trip dynamo's guard and recompile
+
+            profiled = profile_steps(trainer, examples, cfg.batch_size, profile, start=pos)
     timed = records[warmup:]
     step_s = statistics.median(r["step_s"] for r in timed)
     out = {
@@ -177,9 +181,8 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
         **(step_flops_fields(ctx, parts[warmup:], [r["step_s"] for r in timed], peak) if flops_error is None
            else {"flops_error": flops_error}),
     }
-    if profile > 0:  # after the timed steps: the compiles and graph captures are done
-        from step_profile import profile_steps
-        out["profile"] = profile_steps(trainer, examples, cfg.batch_size, profile, start=pos)
+    if profile > 0:
+        out["profile"] = profiled
     if captured is not None:
         out.update(compiled_shapes=len(captured.shapes_seen), new_shapes_in_timed_steps=sum(new_shapes[warmup:]),
                    graph_breaks=sum(counters["graph_break"].values()), graphs=counters["stats"]["unique_graphs"],
@@ -227,7 +230,10 @@ def measure(results, ctx, name, fn, budget_s):
     results.append(row)
     log(ctx, name, {k: v for k, v in row.items() if k not in ("traceback", "step_ms_all")})
     if _SAVE_PARTIAL is not None:
-        _SAVE_PARTIAL()
+        try:
+            _SAVE_PARTIAL()
+        except Exception as exc:  # noqa: BLE001 - a failed partial write must not end the measurements
+            log(ctx, f"partial report not written: {type(exc).__name__}: {exc}")
 
 
 def shape_runs(args, ctx, results):
@@ -424,13 +430,15 @@ def write(args, ctx, results, out: Path, partial: bool = False):
                      f"{r.get('peak_mem_gb_per_rank', '')} | {eff} | {r.get('error', '')[:120]} |")
     compiled = [r for r in results if "speedup_vs_off" in r]
     if compiled:
-        eager = next(r for r in results if r.get("compile") == "off" and "samples_per_s" in r)
-        lines += ["", f"Captured step (train.captured) vs eager on the same batches, one process, plain modules; eager "
-                      f"{eager['samples_per_s']} samples/s, first-step loss {eager['loss_first_last'][0]}:"]
-        lines += [f"- {r['name']}: {r['samples_per_s']} samples/s, **{r['speedup_vs_off']}x**; first-step loss "
-                  f"{r['loss_first_last'][0]}; {r['compiled_shapes']} shape(s) compiled "
-                  f"({r['new_shapes_in_timed_steps']} in timed steps), {r['graph_breaks']} graph break(s), "
-                  f"warm-up {r['warmup_s']} s" for r in compiled]
+        # each pair's captured rows under that pair's eager row (the embedded pair's, the 8B shapes')
+        eager = {r["name"].rsplit(" compile=", 1)[0]: r for r in results if r.get("compile") == "off" and "samples_per_s" in r}
+        lines += ["", "Captured step (train.captured) vs eager on the same batches, one process, plain modules:"]
+        for pair, base in eager.items():
+            lines += [f"- {pair}, eager: {base['samples_per_s']} samples/s, first-step loss {base['loss_first_last'][0]}"]
+            lines += [f"  - {r['name']}: {r['samples_per_s']} samples/s, **{r['speedup_vs_off']}x**; first-step loss "
+                      f"{r['loss_first_last'][0]}; {r['compiled_shapes']} shape(s) compiled "
+                      f"({r['new_shapes_in_timed_steps']} in timed steps), {r['graph_breaks']} graph break(s), "
+                      f"warm-up {r['warmup_s']} s" for r in compiled if r["name"].rsplit(" compile=", 1)[0] == pair]
         lines += ["", "The first-step loss is the parity check (same translator, same batch; bf16 and dropout masks "
                       "differ in the last digits). Later losses part ways in any two runs: with warmup 0 the first "
                       "steps are chaotic (on the embedded pair a 1e-7 relative change of the initial weights moved the "

@@ -243,6 +243,21 @@ def run_config(run_dir: Path, overrides: dict) -> tuple[TrainConfig, list[str]]:
     return cfg, dropped
 
 
+class SplitMismatchError(ValueError):
+    """The test split rebuilt today from a run's recorded config is not the one the run was scored on
+    (a task generator or a default changed since the run's commit)."""
+
+
+def _check_same_split(run_dir: Path, summary: dict, test_set: list) -> None:
+    """The rebuilt test split has the run's size and its first gold answers (summary.json keeps five)."""
+    want_n, want_golds = summary.get("test_examples"), (summary.get("samples") or {}).get("gold")
+    got_golds = [e.answer for e in test_set[: len(want_golds or [])]]
+    if want_n != len(test_set) or (want_golds is not None and got_golds != want_golds):
+        raise SplitMismatchError(
+            f"{run_dir}: the test split rebuilt from its config is not the run's ({len(test_set)} examples, first "
+            f"answers {got_golds}; the run had {want_n}, {want_golds}); score it at the run's commit")
+
+
 def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) -> dict:
     """Score ``run_dir``'s saved translator (``RUN/translator``: the weights its test pass used) on the
     run's own test split, rebuilt from its recorded config and seed, with the leak guard on. Writes
@@ -250,7 +265,7 @@ def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) 
     it is) and returns its content."""
     from lw_runtime.translator import BottleneckedGatedTranslator
 
-    from .loop import load_splits, matmul_precision, resolve_device
+    from .loop import flush_denormal_is_on, load_splits, matmul_precision, resolve_device
     from .source_cache import shared_cache, shared_models, truncate_blocks
 
     run_dir = Path(run_dir)
@@ -258,19 +273,24 @@ def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) 
     if not (run_dir / "translator" / CONFIG_NAME).is_file():
         raise NotARunError(f"{run_dir} has no saved translator ({run_dir / 'translator' / CONFIG_NAME} is missing)")
     check_config(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    summary = json.loads((run_dir / "summary.json").read_text())
     device, dtype = resolve_device(cfg)
     with contextlib.ExitStack() as scope, matmul_precision(cfg, device, dtype):
+        # process-wide settings as train() sets them, put back on leaving (tests and sweeps run in-process)
+        scope.callback(torch.set_num_threads, torch.get_num_threads())
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        scope.callback(torch.set_flush_denormal, flush_denormal_is_on())
+        torch.set_flush_denormal(True)
         source, target = shared_models(cfg, device, dtype)
         scope.callback(truncate_blocks(target, cfg.target_layers))
         _, val_set, test_set = load_splits(cfg)
+        _check_same_split(run_dir, summary, test_set)
         cache = shared_cache(cfg, source)
         cache.fill(val_set + test_set)
         translator = BottleneckedGatedTranslator.from_pretrained(run_dir / "translator").to(device)
         result = evaluate_all(cfg, translator, source, target, cache, val_set, test_set, cfg.relay_tokens, device,
                               text_baselines=text_baselines)
-    summary = json.loads((run_dir / "summary.json").read_text())
     result["run"] = {
         "dir": str(run_dir), "test_examples": len(test_set), "ignored_config_fields": dropped,
         "test_bridged_acc_of_the_run": summary.get("test_bridged_acc"), "device": str(device) if device.type == "cpu"
@@ -279,7 +299,9 @@ def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) 
     out = run_dir / "evaluation.json"
     if out.exists():
         out.replace(run_dir / "evaluation.prev.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    partial = out.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(out)
     return result
 
 
@@ -296,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
-    result = evaluate_run(args.run, text_baselines=not args.bridge_only, source=args.source, target=args.target,
-                          device=args.device, threads=args.threads)
+    try:
+        result = evaluate_run(args.run, text_baselines=not args.bridge_only, source=args.source, target=args.target,
+                              device=args.device, threads=args.threads)
+    except ValueError as exc:  # NotARunError, SplitMismatchError, a recorded config today's checks refuse
+        parser.error(str(exc))
     run = result["run"]
     print(f"{args.run}: {run['test_examples']} test examples on {run['device']}")
     for name, row in result["methods"].items():

@@ -718,13 +718,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
 
 def _set_aside_previous_run(out: Path, ckpt: Checkpointer) -> None:
     """A fresh run in a used folder keeps the previous run one generation: its complete checkpoints
-    go to ``checkpoints.prev/``, its log and summary to ``metrics.prev.jsonl`` / ``summary.prev.json``."""
+    go to ``checkpoints.prev/``, its log, summary and evaluation to ``*.prev.*``."""
     if ckpt.complete():
         previous = ckpt.root.with_name("checkpoints.prev")
         shutil.rmtree(previous, ignore_errors=True)
         ckpt.root.rename(previous)
         print(f"fresh run: the previous checkpoints moved to {previous}", flush=True)
-    for name, prev in (("metrics.jsonl", "metrics.prev.jsonl"), ("summary.json", "summary.prev.json")):
+    for name, prev in (("metrics.jsonl", "metrics.prev.jsonl"), ("summary.json", "summary.prev.json"),
+                       ("evaluation.json", "evaluation.prev.json")):  # a later train.evaluate of that run
         if (out / name).exists():
             (out / name).replace(out / prev)
 

@@ -76,6 +76,7 @@ class Run:
     environment: dict = field(default_factory=dict)
     val_curve: list = field(default_factory=list)
     evaluation: dict | None = None  # RUN/evaluation.json (python -m train.evaluate RUN), where the run has one
+    evaluation_ignored: str = ""  # why an evaluation.json there was not taken
 
 
 def _read_json(path: Path) -> dict:
@@ -135,7 +136,12 @@ def load_root(root: Path) -> tuple[dict, list[Run]]:
                                else {**(meta.get("environment") or {}), **split_env(shlex.split(row.get("flags", "")))[0]})
             run.val_curve = [list(h) for h in run.summary.get("history", [])]
             if (run_dir / "evaluation.json").is_file():
-                run.evaluation = _read_json(run_dir / "evaluation.json")
+                evaluation = _read_json(run_dir / "evaluation.json")
+                # only an evaluation of this run's test split (a stale one from an earlier run in the folder is not)
+                if evaluation.get("gold_samples") == (run.summary.get("samples") or {}).get("gold"):
+                    run.evaluation = evaluation
+                else:
+                    run.evaluation_ignored = "evaluation.json scored other test examples (an earlier run's?)"
         else:
             if run.status == "ok":
                 run.status = "ok, but no summary.json copied back"
@@ -249,6 +255,8 @@ def run_figures(run: Run, learned_points: float, stable_points: float, tokenizer
     """Every figure of one run; runs without a summary get their status, config source and curve only."""
     out = {"root": run.root, "name": run.name, "status": run.status, "seed": (run.config or {}).get("seed"),
            "config_from": run.config_from, "environment": run.environment, "val_curve": run.val_curve}
+    if run.evaluation_ignored:
+        out["evaluation_ignored"] = run.evaluation_ignored
     s = run.summary
     if s is None:
         return {**out, "figure": False}

@@ -95,3 +95,8 @@ def test_compile_rows_cover_the_8b_shapes_too(tmp_path):
     assert eager["global_batch"] == captured["global_batch"] == 4  # --quick's --batch-size
     assert captured["speedup_vs_off"] > 0 and captured["tflop_per_step"] >= eager["tflop_per_step"] > 0
     assert eager["tflop_per_step"] == rows["tiny-wide tiny target=replicated ac=off"]["tflop_per_step"]
+    table = (out / "gpu_train.md").read_text()  # each pair's captured rows under its own eager row
+    for pair in ("tiny tiny", "tiny-wide tiny"):
+        base, row = rows[f"{pair} compile=off"], rows[f"{pair} compile=on"]
+        assert (f"- {pair}, eager: {base['samples_per_s']} samples/s, first-step loss {base['loss_first_last'][0]}\n"
+                f"  - {pair} compile=on: {row['samples_per_s']} samples/s") in table

@@ -6,7 +6,7 @@ import pytest
 
 from tests.train.conftest import TINY_RUN
 from train.config import parse_args
-from train.evaluate import NotARunError, evaluate_run, main, run_config
+from train.evaluate import NotARunError, SplitMismatchError, evaluate_run, main, run_config
 from train.loop import train
 
 
@@ -67,3 +67,34 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, finished_run):
     (tmp_path / "summary.json").write_text((out / "summary.json").read_text())
     with pytest.raises(NotARunError, match="no saved translator"):
         evaluate_run(tmp_path)
+
+
+def test_process_settings_come_back_and_a_changed_split_is_refused(finished_run, tmp_path):
+    import torch
+
+    out, summary = finished_run
+    threads = torch.get_num_threads()
+    evaluate_run(out, text_baselines=False, threads=threads + 1)
+    assert torch.get_num_threads() == threads  # put back, as train() does
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "translator").symlink_to(out / "translator")
+    changed = json.loads((out / "summary.json").read_text())
+    changed["samples"]["gold"] = ["not", "these"]  # as if the task generator had changed since the run
+    (moved / "summary.json").write_text(json.dumps(changed))
+    with pytest.raises(SplitMismatchError, match="not the run's"):
+        evaluate_run(moved, text_baselines=False)
+    assert not (moved / "evaluation.json").exists()
+    with pytest.raises(SystemExit):  # the command says so without a traceback
+        main([str(moved), "--bridge-only"])
+
+
+def test_a_fresh_run_in_the_folder_sets_the_old_evaluation_aside(tiny_models, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--source", tiny_models[0], "--target", tiny_models[1], *TINY_RUN, "--out-dir", str(out),
+             "--steps", "1", "--eval-every", "1", "--task", "relay_code2"]
+    train(parse_args(flags + ["--seed", "0"]))
+    evaluate_run(out, text_baselines=False)
+    first = (out / "evaluation.json").read_text()
+    train(parse_args(flags + ["--seed", "5"]))
+    assert not (out / "evaluation.json").exists() and (out / "evaluation.prev.json").read_text() == first

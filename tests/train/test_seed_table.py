@@ -56,7 +56,8 @@ def make_sweep(root: Path, runs: list[dict], environment: dict | None = None) ->
                        "final_val_acc": r.get("final", 0.0), "test_bridged_acc": r["test"],
                        "test_target_alone_acc": r.get("alone", 0.0), "test_examples": len(examples),
                        "num_soft_tokens": cfg.tokens, "nonfinite_steps": 0, "resumed_from_step": None,
-                       "test_breakdown": breakdown(examples, outputs), "history": [[50, 0.1], [100, r.get("final", 0.0)]]}
+                       "test_breakdown": breakdown(examples, outputs), "history": [[50, 0.1], [100, r.get("final", 0.0)]],
+                       "samples": {"gold": [e.answer for e in examples[:5]]}}
             if "environment" not in r or r["environment"] is not None:
                 summary["environment"] = {**(environment or {}), **dict(w.split("=", 1) for w in env_words)}
             (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -278,8 +279,9 @@ def test_a_summary_missing_figures_is_refused_by_path(tmp_path):
 def test_codec_rows_come_from_a_later_evaluation_json_where_the_summary_has_none(tmp_path):
     root = make_sweep(tmp_path / "sweep", [run("s0", 0, 0.5), run("s1", 1, 0.5)])
     for name, int4 in (("s0", 0.40), ("s1", 0.50)):  # as python -m train.evaluate RUN writes it
-        (root / name / "evaluation.json").write_text(json.dumps(
-            {"methods": {"bridge_fp16": {"accuracy": 0.5}, "bridge_int8": {"accuracy": 0.5}, "bridge_int4": {"accuracy": int4}}}))
+        golds = json.loads((root / name / "summary.json").read_text())["samples"]["gold"]
+        (root / name / "evaluation.json").write_text(json.dumps({"gold_samples": golds, "methods": {
+            "bridge_fp16": {"accuracy": 0.5}, "bridge_int8": {"accuracy": 0.5}, "bridge_int4": {"accuracy": int4}}}))
     table = st.seed_table([root])
     cell = table["cells"][0]
     assert cell["bridge_int8_test_mean"] == pytest.approx(50.0) and cell["bridge_int4_test_mean"] == pytest.approx(45.0)
@@ -288,3 +290,9 @@ def test_codec_rows_come_from_a_later_evaluation_json_where_the_summary_has_none
     (root / "s1" / "evaluation.json").unlink()
     cell = st.seed_table([root])["cells"][0]
     assert cell["bridge_int4_test_mean"] == pytest.approx(40.0) and cell["codec_runs"] == 1
+    stale = json.loads((root / "s0" / "evaluation.json").read_text())
+    stale["gold_samples"] = ["1234"]  # another run's test split, left in the folder
+    (root / "s0" / "evaluation.json").write_text(json.dumps(stale))
+    table = st.seed_table([root])
+    assert table["cells"][0]["codec_runs"] == 0 and table["cells"][0]["bridge_int4_test_mean"] is None
+    assert "other test examples" in next(r for r in table["runs"] if r["name"] == "s0")["evaluation_ignored"]
