@@ -21,7 +21,8 @@ Decisions:
   ``Decoder.feed`` does it per chunk (it must return each chunk). The CRC is checked last, after
   that copy and launch are queued, so that on a GPU it runs while they do (about 0.1 ms for a
   2.2 MB packet on the H100's host); nothing decoded is kept or returned before it passes, and a
-  corrupted packet still raises ``ChecksumError`` ahead of any other error. The sender mirrors it: quantize on
+  corrupted packet still raises ``ChecksumError`` ahead of any error about its header fields or payload
+  (framing errors — magic, version, lengths — come first, as before). The sender mirrors it: quantize on
   the device, one device-to-host copy of codes, scales and the finiteness check, then one join per
   packet with the CRC computed over the pieces (``seal_pieces``).
 - A receiver holding a translator checks each message against the translator's weights as they are
