@@ -56,7 +56,8 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
     listed = {"--" + name.replace("_", "-") for name in PER_STAGE}
     glued = [a for a in common if a.split("=", 1)[0] in listed and "=" in a]
     if glued:  # one spelling for per-stage lists, as before argparse (which would read '--steps=1,2' too)
-        raise SystemExit(f"train.curriculum reads {', '.join(glued)} as a separate flag and value: write '--steps 1,2', not '--steps=1,2'")
+        flag = glued[0].split("=", 1)[0]
+        raise SystemExit(f"train.curriculum reads {', '.join(glued)} as a separate flag and value: write '{flag} 1,2', not '{flag}=1,2'")
     own, common = PARSER.split(common)
     if own.task is not None or own.init_from is not None:
         raise SystemExit("train.curriculum sets --task and --init-from itself; give the tasks as its first argument")
