@@ -222,15 +222,21 @@ class NotARunError(ValueError):
     """The folder is not a finished ``train.fsdp`` run (no summary.json with a config, or no translator)."""
 
 
-def run_config(run_dir: Path, overrides: dict) -> tuple[TrainConfig, list[str]]:
-    """The TrainConfig a run trained with (its summary.json), with ``overrides`` (model paths, device,
-    threads) applied; also the names of recorded fields this version no longer has (ignored)."""
+def read_summary(run_dir: Path) -> dict:
+    """A finished run's summary.json, with the config it trained with (``NotARunError`` otherwise)."""
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         raise NotARunError(f"{run_dir} is not a finished train.fsdp run: {summary_path} is missing")
-    recorded = json.loads(summary_path.read_text()).get("config")
-    if not isinstance(recorded, dict):
+    summary = json.loads(summary_path.read_text())
+    if not isinstance(summary.get("config"), dict):
         raise NotARunError(f"{summary_path} has no 'config' section: not written by train.fsdp")
+    return summary
+
+
+def run_config(summary: dict, overrides: dict) -> tuple[TrainConfig, list[str]]:
+    """The TrainConfig a run trained with (``read_summary``), with ``overrides`` (model paths, device,
+    threads) applied; also the names of recorded fields this version no longer has (ignored)."""
+    recorded = summary["config"]
     known = {f.name for f in fields(TrainConfig)}
     dropped = sorted(set(recorded) - known)
     cfg = TrainConfig(**{k: v for k, v in recorded.items() if k in known})
@@ -265,23 +271,17 @@ def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) 
     it is) and returns its content."""
     from lw_runtime.translator import BottleneckedGatedTranslator
 
-    from .loop import flush_denormal_is_on, load_splits, matmul_precision, resolve_device
+    from .loop import atomic_json, load_splits, matmul_precision, process_settings, resolve_device
     from .source_cache import shared_cache, shared_models, truncate_blocks
 
     run_dir = Path(run_dir)
-    cfg, dropped = run_config(run_dir, overrides)
+    summary = read_summary(run_dir)
+    cfg, dropped = run_config(summary, overrides)
     if not (run_dir / "translator" / CONFIG_NAME).is_file():
         raise NotARunError(f"{run_dir} has no saved translator ({run_dir / 'translator' / CONFIG_NAME} is missing)")
     check_config(cfg)
-    summary = json.loads((run_dir / "summary.json").read_text())
     device, dtype = resolve_device(cfg)
-    with contextlib.ExitStack() as scope, matmul_precision(cfg, device, dtype):
-        # process-wide settings as train() sets them, put back on leaving (tests and sweeps run in-process)
-        scope.callback(torch.set_num_threads, torch.get_num_threads())
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        scope.callback(torch.set_flush_denormal, flush_denormal_is_on())
-        torch.set_flush_denormal(True)
+    with contextlib.ExitStack() as scope, process_settings(cfg), matmul_precision(cfg, device, dtype):
         source, target = shared_models(cfg, device, dtype)
         scope.callback(truncate_blocks(target, cfg.target_layers))
         _, val_set, test_set = load_splits(cfg)
@@ -299,9 +299,7 @@ def evaluate_run(run_dir: str | Path, text_baselines: bool = True, **overrides) 
     out = run_dir / "evaluation.json"
     if out.exists():
         out.replace(run_dir / "evaluation.prev.json")
-    partial = out.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    partial.replace(out)
+    atomic_json(out, result)
     return result
 
 

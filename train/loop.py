@@ -143,7 +143,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _atomic_json(path: Path, obj) -> None:
+def atomic_json(path: Path, obj) -> None:
+    """``obj`` as JSON at ``path``, written whole or not at all (a temporary file, then a rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     tmp.replace(path)
@@ -453,16 +454,10 @@ def train(cfg: TrainConfig, return_models: bool = False):
     carries the test examples under ``_test_examples`` (not written to disk). Under torchrun every
     rank returns; only rank 0's summary carries the baselines."""
     check_config(cfg)
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)  # put back at the end: sweeps and tests train in-process
-    # CPU: denormals in the frozen target's backward cost 10x per step. Process-wide, so it is put
-    # back at the end (torch has no getter: the state is probed); it only flushes values below ~1e-38.
-    flush_before = flush_denormal_is_on()
-    torch.set_flush_denormal(True)
+    scope = contextlib.ExitStack()  # what is put back when the run ends, error or not
+    scope.enter_context(process_settings(cfg))
     ctx = distributed.init(cfg.device, force=cfg.shard_target)
     clean = False
-    scope = contextlib.ExitStack()  # what is put back when the run ends, error or not
     try:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -490,12 +485,27 @@ def train(cfg: TrainConfig, return_models: bool = False):
         clean = True
     finally:
         distributed.shutdown(ctx, clean)
-        torch.set_num_threads(threads_before)
-        torch.set_flush_denormal(flush_before)
         scope.close()
     if return_models:
         return {**summary, "_test_examples": test_set}, translator, source, target
     return summary
+
+
+@contextlib.contextmanager
+def process_settings(cfg: TrainConfig):
+    """Within the block, the process-wide CPU settings of a run: ``--threads`` (when set) and flushing
+    subnormals to zero (denormals in the frozen target's backward cost 10x per step on a CPU; only
+    values below ~1e-38 are flushed). Runs train and evaluate in-process (sweeps, tests), so both come
+    back on leaving, error or not (torch has no getter for the flush: the state is probed)."""
+    threads_before, flush_before = torch.get_num_threads(), flush_denormal_is_on()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.set_flush_denormal(flush_before)
 
 
 def flush_denormal_is_on() -> bool:
@@ -712,7 +722,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, source, target, t0) -> tuple:
             summary["evaluation"] = evaluate_all(cfg, final, source, target, cache, val_set, test_set, cfg.relay_tokens, device)
     summary["history"] = history
     if ctx.is_main:
-        _atomic_json(out / "summary.json", summary)
+        atomic_json(out / "summary.json", summary)
     return summary, final, test_set
 
 

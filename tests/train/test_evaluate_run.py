@@ -6,7 +6,7 @@ import pytest
 
 from tests.train.conftest import TINY_RUN
 from train.config import parse_args
-from train.evaluate import NotARunError, SplitMismatchError, evaluate_run, main, run_config
+from train.evaluate import NotARunError, SplitMismatchError, evaluate_run, main, read_summary, run_config
 from train.loop import train
 
 
@@ -52,7 +52,7 @@ def test_overrides_and_fields_this_version_lacks(finished_run, tmp_path):
     summary["config"]["a_flag_from_the_future"] = 1
     summary["config"]["init_from"] = "/gpu/machine/stage1/translator"  # a curriculum stage's start, not here
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    cfg, dropped = run_config(tmp_path, {"threads": 2, "source": None})
+    cfg, dropped = run_config(read_summary(tmp_path), {"threads": 2, "source": None})
     assert dropped == ["a_flag_from_the_future"] and cfg.threads == 2 and cfg.source == summary["config"]["source"]
     assert cfg.init_from == ""  # so check_config does not look for that folder here
 
