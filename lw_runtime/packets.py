@@ -229,14 +229,12 @@ _TORCH_COPY_BYTES = 1 << 20
 
 def _copy_in(destination: torch.Tensor, source: np.ndarray) -> None:
     """destination (uint8, B x T x n) <- a packet's array (any dtype, B x T x n bytes), read in place.
-    The packet is usually read-only ``bytes``; torch warns once per process that it cannot mark a
-    tensor read-only (``_READ_ONLY_WARNED`` spends that warning at import): the tensor is only read."""
-    destination.copy_(torch.from_numpy(source.view(np.uint8)))
-
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
-    _READ_ONLY_WARNED = torch.from_numpy(np.frombuffer(bytes(1), dtype=np.uint8))
+    The packet is usually read-only ``bytes``, and torch warns that it cannot mark a tensor read-only:
+    this one is only read, so that warning is silenced here (and only here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        view = torch.from_numpy(source.view(np.uint8))
+    destination.copy_(view)
 
 
 class _Staged:
