@@ -22,7 +22,6 @@ writes ``DIR/prompt_tuning.json``.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import sys
 import time
@@ -39,7 +38,7 @@ from lw_runtime.translator import PRESETS
 from . import losses
 from .config import TrainConfig, check_config, parse_args
 from .leakage import check_target_inputs
-from .loop import load_splits, lr_factor, matmul_precision, next_batch, resolve_device
+from .loop import atomic_json, load_splits, lr_factor, matmul_precision, next_batch, process_settings, resolve_device
 from .source_cache import shared_models, truncate_blocks
 
 
@@ -52,12 +51,11 @@ def train_prompt(cfg: TrainConfig) -> dict:
     check_config(cfg)
     if cfg.all_questions:
         raise ValueError("--all-questions changes what one step trains on; prompt tuning trains one question per passage")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device, dtype = resolve_device(cfg)
-    with contextlib.ExitStack() as scope:  # puts back the matmul precision and the target's blocks, error or not
+    with contextlib.ExitStack() as scope:  # puts back threads, denormal flushing, matmul precision and the target's blocks
+        scope.enter_context(process_settings(cfg))
         precision = scope.enter_context(matmul_precision(cfg, device, dtype))
         t0 = time.time()
         _, target = shared_models(cfg, device, dtype)
@@ -108,7 +106,7 @@ def train_prompt(cfg: TrainConfig) -> dict:
     }
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "prompt_tuning.json").write_text(json.dumps(summary, indent=2))
+    atomic_json(out / "prompt_tuning.json", summary)
     return summary
 
 

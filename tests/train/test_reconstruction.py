@@ -124,7 +124,13 @@ def test_prompt_tuning_baseline_trains_the_prompt_and_scores_like_the_bridge(mod
     args = ["--source", models[0], "--target", models[1], "--preset", "tiny", "--task", "relay_code2", "--steps", "3",
             "--batch-size", "4", "--warmup", "1", "--eval-every", "1", "--train-examples", "16", "--test-examples", "5",
             "--max-new-tokens", "3", "--threads", "1", "--out-dir", str(tmp_path)]
-    summary = train_prompt(parse_args(args))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        summary = train_prompt(parse_args(args))
+        assert torch.get_num_threads() == 2  # --threads holds for the run only
+    finally:
+        torch.set_num_threads(threads)
     saved = json.loads((tmp_path / "prompt_tuning.json").read_text())
     assert saved["soft_prompt_tokens"] == 8 and saved["test_examples"] == 5
     assert len(saved["loss_curve"]) == 3 and all(loss > 0 for _, loss in saved["loss_curve"])
