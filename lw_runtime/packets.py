@@ -471,14 +471,15 @@ class Decoder:
                 staged = _Staged(h, h.chunk_count, self._pinned)
                 staged.put(0, first, scales)
                 values = self._values(h, staged, peak, out_dtype)
-        except Exception:
-            error = checksum_error(data)
-            if error is not None:
-                raise error from None
-            raise
-        error = checksum_error(data)
+        except Exception as exc:  # reported after the CRC check: a corrupted packet is a ChecksumError first
+            failure = exc
+        else:
+            failure = None
+        error = checksum_error(data)  # one CRC per packet, on either path
         if error is not None:
-            raise error
+            raise error from None
+        if failure is not None:
+            raise failure
         if starts:
             self._start(h, expected, out_dim, out_dtype, staged if self._whole_message else None)
         end = h.chunk_start + h.chunk_count

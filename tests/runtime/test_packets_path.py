@@ -257,3 +257,18 @@ def test_a_payload_over_the_threshold_takes_the_torch_copy_and_decodes_to_the_re
     assert calls == [first.nbytes] and first.nbytes >= packets_module._TORCH_COPY_BYTES
     want = lw_kernels.dequantize(torch.from_numpy(first.copy()), torch.from_numpy(scales.copy()).view(torch.float16), 8, 32, 4096)
     assert torch.equal(got, want)
+
+
+def test_the_decoder_computes_one_crc_per_packet_whether_the_packet_decodes_or_fails(monkeypatch):
+    calls = []
+    real = wire.crc32c
+    monkeypatch.setattr(wire, "crc32c", lambda data: calls.append(len(data)) or real(data))
+    packets = encode_soft_tokens(soft(), FP, 8, 32, chunk_tokens=3)
+    decoder = Decoder(fingerprint=FP)
+    for p in packets:
+        decoder.feed(p)
+    assert len(calls) == len(packets)
+    calls.clear()
+    with pytest.raises(wire.ChunkError):  # a repeated chunk fails after the framing: still one CRC, then its error
+        decoder.feed(packets[0])
+    assert len(calls) == 1
