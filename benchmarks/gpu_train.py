@@ -49,10 +49,7 @@ Writes DIR/gpu_train.json and DIR/gpu_train.md (device, commit, date, command) f
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
-import os
 import platform
 import statistics
 import sys
@@ -68,10 +65,11 @@ from train.data import load_task  # noqa: E402
 from lw_runtime.source import encode_source, resolve_layer  # noqa: E402
 from train import distributed  # noqa: E402
 from train.config import parse_args as train_args  # noqa: E402
-from train.flops import DecoderShape, StepFlops, achieved, frozen_decoder_flops, peak_bf16_tflops, significant  # noqa: E402
+from train.flops import DecoderShape, StepFlops, achieved, frozen_decoder_flops, significant  # noqa: E402
 from train.loop import SourceCache, Trainer, matmul_precision, truncate_blocks  # noqa: E402
-from train.provenance import commit  # noqa: E402
 from train.random_models import build_random  # noqa: E402
+
+import gpu_train_report  # noqa: E402  (this folder, benchmarks/)
 
 T0 = time.time()
 
@@ -387,75 +385,7 @@ def tiny_compile_runs(args, ctx, results):
 
 
 def write(args, ctx, results, out: Path, partial: bool = False):
-    device = device_name(ctx.device)
-    peak = args.peak_tflops or peak_bf16_tflops(device)
-    launcher = f"torchrun --nproc_per_node={ctx.world} " if "LOCAL_RANK" in os.environ and ctx.world > 1 else "python "
-    report = {
-        "device": device, "world_size": ctx.world, "commit": commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": launcher + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "total_s": round(time.time() - T0, 1), "peak_bf16_tflops": peak,
-        "peak_from": "--peak-tflops" if args.peak_tflops else "train.flops.BF16_DENSE_PEAK_TFLOPS",
-        **({} if peak else {"mfu_note": f"no dense bf16 peak known for {device!r}; MFU omitted"}),
-        "results": results,
-    }
-    if partial:  # written after each measurement; the last write of a finished run drops the flag
-        report["partial"] = "written after the last finished measurement; the run had not ended"
-    if args.compare:
-        base = {r["name"]: r for r in json.loads(Path(args.compare).read_text())["results"] if "samples_per_s" in r}
-        base_world = json.loads(Path(args.compare).read_text())["world_size"]
-        for r in results:
-            if r["name"] in base and "samples_per_s" in r:
-                speedup = r["samples_per_s"] / base[r["name"]]["samples_per_s"]
-                r["scaling_vs_compare"] = {"speedup": round(speedup, 3), "efficiency": round(speedup * base_world / ctx.world, 3),
-                                           "compare_world_size": base_world}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_train.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        f"# Training throughput ({device}, {ctx.world} process(es))", "",
-        f"commit {report['commit']}, {report['date']}, torch {report['torch']}, transformers {report['transformers']}", "",
-        f"`{report['command']}`", "",
-        "| measurement | global batch | step ms (median) | samples/s | samples/s/GPU | tokens/s | TFLOP/step | TFLOP/s/GPU | MFU "
-        "| peak GB per rank | scaling eff. | error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        eff = r.get("scaling_vs_compare", {}).get("efficiency", "")
-        step = r.get("step_ms_median", r.get("encode_ms_median", ""))
-        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
-        lines.append(f"| {r['name']} | {r.get('global_batch', r.get('batch_per_rank', ''))} | {step} | {r.get('samples_per_s', '')} | "
-                     f"{r.get('samples_per_s_per_gpu', '')} | {r.get('tokens_per_s', '')} | "
-                     f"{r.get('tflop_per_step', r.get('tflop_per_encode_per_rank', ''))} | {r.get('tflops_per_s_per_gpu', '')} | {mfu} | "
-                     f"{r.get('peak_mem_gb_per_rank', '')} | {eff} | {r.get('error', '')[:120]} |")
-    compiled = [r for r in results if "speedup_vs_off" in r]
-    if compiled:
-        # each pair's captured rows under that pair's eager row (the embedded pair's, the 8B shapes')
-        eager = {r["name"].rsplit(" compile=", 1)[0]: r for r in results if r.get("compile") == "off" and "samples_per_s" in r}
-        lines += ["", "Captured step (train.captured) vs eager on the same batches, one process, plain modules:"]
-        for pair, base in eager.items():
-            lines += [f"- {pair}, eager: {base['samples_per_s']} samples/s, first-step loss {base['loss_first_last'][0]}"]
-            lines += [f"  - {r['name']}: {r['samples_per_s']} samples/s, **{r['speedup_vs_off']}x**; first-step loss "
-                      f"{r['loss_first_last'][0]}; {r['compiled_shapes']} shape(s) compiled "
-                      f"({r['new_shapes_in_timed_steps']} in timed steps), {r['graph_breaks']} graph break(s), "
-                      f"warm-up {r['warmup_s']} s" for r in compiled if r["name"].rsplit(" compile=", 1)[0] == pair]
-        lines += ["", "The first-step loss is the parity check (same translator, same batch; bf16 and dropout masks "
-                      "differ in the last digits). Later losses part ways in any two runs: with warmup 0 the first "
-                      "steps are chaotic (on the embedded pair a 1e-7 relative change of the initial weights moved the "
-                      "8th step's loss from 3.6 to 9.3, CPU fp32, dropout off)."]
-    timed = [r for r in results if "samples_per_s" in r and "target" in r and "embedded" not in r["name"]]
-    if timed:
-        best = max(timed, key=lambda r: r["samples_per_s"])
-        firsts = [r["loss_first_last"][0] for r in timed]
-        lines += ["", f"Fastest: {best['name']} ({best['samples_per_s']} samples/s).",
-                  f"First-step loss of every variant (same seed and batch; replicated/sharded/AC must agree): {firsts}."]
-    lines += ["", f"MFU: model FLOPs (train/flops.py: matmuls from the padded shapes run, frozen target forward + gradient to "
-                  f"its activations, translator forward + backward, no recompute) per second per GPU over the dense bf16 peak, "
-                  + (f"{peak} TFLOP/s ({report['peak_from']})." if peak else f"unknown for {device}, so MFU is omitted.")
-                  + " The source encode row's TFLOP is per rank (one encode of its batch)."]
-    if ctx.device.type == "cpu":
-        lines += ["", "CPU: peak memory is the process's peak RSS, which never goes down between measurements."]
-    (out / "gpu_train.md").write_text("\n".join(lines) + "\n")
+    gpu_train_report.write(args, ctx, results, out, device_name(ctx.device), T0, partial)
 
 
 def main(argv=None) -> int:
