@@ -8,8 +8,11 @@ Decisions:
   and never shrink within a run. S starts at the longest source read in the cache (the pool is
   encoded before training); ``presize`` sets the rows, T and N from the training pool before the
   first step (N gives every row the pool's longest continuation; the extra slots cost LM-head work
-  only). A run therefore compiles once per InfoNCE / loss-stage combination it reaches (InfoNCE is
-  off in the first warmup/2 steps).
+  only). A run therefore compiles once per loss stage it reaches (reconstruction only, QA, both).
+- With ``--infonce`` the graph computes InfoNCE from the first step, weighted 0 until it starts (at
+  warmup/2): one compile instead of two (each is about a minute for the embedded target on an H100,
+  most of the main job's training time). Its zero gradients are dropped before the optimizer step
+  (``Trainer``), so AdamW neither decays nor counts the projection early, as in the eager step.
 - Padding is inert, so loss and gradient are the eager step's (tests/train/test_captured.py):
   source states are left padded with zeros and masked, target rows right padded (causal attention),
   padded label slots hold -100. Labels are gathered by a fixed-size index (row * T + position - 1),
@@ -320,14 +323,16 @@ class CapturedStep:
         views = iter(t.view(a.shape) for t, a in zip(flat, arrays))
         on_device = {name: tuple(next(views) for _ in group) for name, group in groups.items()}
         owner_t, pick_t = (next(views) if v is not None else None for v in (owner, pick))
-        weights = _to_device(torch.tensor([scale, recon_w * recon_scale, cfg.infonce_weight / cfg.grad_accum],
-                                          dtype=torch.float32), self.device)
+        # with --infonce the graph always computes InfoNCE, at weight 0 before it starts (one graph, one
+        # compile, for both phases; Trainer drops the projection's zero gradients then)
+        infonce_weight = cfg.infonce_weight / cfg.grad_accum if infonce_on else 0.0
+        weights = _to_device(torch.tensor([scale, recon_w * recon_scale, infonce_weight], dtype=torch.float32), self.device)
         qa, recon = on_device.get("qa"), on_device.get("recon")
-        self._note_shape(hidden, qa, recon, infonce_on)
-        loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, infonce_on, owner_t, pick_t)
+        self._note_shape(hidden, qa, recon, cfg.infonce)
+        loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, cfg.infonce, owner_t, pick_t)
         self.trainer.last_soft = soft[:real_reads].clone()  # a CUDA graph's output is overwritten by its next replay
-        return loss, {"ce": sums[0], "recon": sums[1], "infonce": sums[2] / cfg.grad_accum, "kl": 0.0, "spell": 0.0,
-                      "spell_pairs": 0.0, "target_tokens": float(real_tokens)}
+        return loss, {"ce": sums[0], "recon": sums[1], "infonce": sums[2] / cfg.grad_accum if infonce_on else 0.0,
+                      "kl": 0.0, "spell": 0.0, "spell_pairs": 0.0, "target_tokens": float(real_tokens)}
 
     def _note_shape(self, hidden, qa, recon, infonce: bool) -> None:
         """Record this call's shapes (``calls``, for FLOPs); say so when a shape is new (a compile)."""
@@ -339,7 +344,7 @@ class CapturedStep:
             self.shapes_seen.add(key)
             if self.trainer.ctx.is_main and self.compiled:
                 print(f"captured step: shape {len(self.shapes_seen)} (batch {call['batch']}, source {call['source']}, "
-                      f"target (T, labels) {targets}, InfoNCE {'on' if infonce else 'off'}): compiling", flush=True)
+                      f"target (T, labels) {targets}, InfoNCE {'in the graph' if infonce else 'off'}): compiling", flush=True)
 
     def flops_by_part(self) -> dict[str, int]:
         """Model FLOPs of the calls in ``calls`` by part, as ``train.flops.StepFlops`` counts them (padded

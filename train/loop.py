@@ -331,6 +331,9 @@ class Trainer:
                 loss.backward()
             for k in totals:
                 totals[k] += sums[k]
+        if self.captured is not None and cfg.infonce and not infonce_on:
+            for p in self.projection.parameters():  # the captured graph's InfoNCE at weight 0: exact zeros
+                p.grad = None
         distributed.sync_replicated_grads(self.trainable, ctx)
         norm = distributed.total_grad_norm(self.translator.parameters())
         extra_norm = distributed.total_grad_norm(self.projection.parameters()) if infonce_on else norm.new_zeros(())

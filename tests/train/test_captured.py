@@ -240,14 +240,21 @@ def test_trainer_steps_with_compile_on_match_eager_ones_with_activation_checkpoi
             t = trainer(cfg, source, target, cache, examples, compile_options=AOT)
             assert (t.captured is not None) == (mode == "on")
             records = [t.step(s, examples[6 * s : 6 * s + 6]) for s in range(2)]
-            runs[mode] = records, [p.detach().clone() for p in t.translator.parameters()]
+            params = [p.detach().clone() for p in [*t.translator.parameters(), *t.projection.parameters()]]
+            runs[mode] = records, params, [int(t.optimizer.state[p]["step"]) for p in t.projection.parameters()]
+            if mode == "on":  # InfoNCE at weight 0, then on: no shape compiled for the steps without it
+                assert {key[-1] for key in t.captured.shapes_seen} == {True}
     finally:
         undo()
-    (eager, eager_params), (captured, captured_params) = runs["off"], runs["on"]
+    (eager, eager_params, eager_counts), (captured, captured_params, captured_counts) = runs["off"], runs["on"]
     for r0, r in zip(eager, captured):
         for key in ("loss", "ce", "recon", "grad_norm"):
             assert r[key] == pytest.approx(r0[key], rel=1e-5), key
         assert ("infonce" in r) == ("infonce" in r0)
+    assert "infonce" not in captured[0] and "infonce" in captured[1]
+    assert captured[1]["infonce"] == pytest.approx(eager[1]["infonce"], rel=1e-5)
+    # the projection is updated from the step InfoNCE starts, not before (no weight decay, no AdamW count)
+    assert captured_counts == eager_counts == [1] * len(eager_counts)
     for p0, p in zip(eager_params, captured_params):  # AdamW's normalised updates magnify last-bit differences
         assert rel_rms(p, p0) < 1e-4
 
