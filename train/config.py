@@ -299,6 +299,9 @@ def build_parser(prog: str = "python -m train.fsdp", add_help: bool = True) -> a
     parser = argparse.ArgumentParser(
         prog=prog, usage=f"{prog} [flags]", add_help=add_help, formatter_class=_HelpFormatter,
         description="Train a LatentWire translator (source hidden states -> soft tokens for the target).",
+        epilog="stages:\n  --task A,B,... trains one stage per task, each from the previous stage's translator\n"
+               "  (python -m train.curriculum, into OUT/stage<i>_<task>); --steps, --lr, --batch-size and\n"
+               "  --train-examples may then give one value per stage: --task relay_qa:1,relay_qa:4 --steps 1000,2000",
     )
     add_train_flags(parser)
     return parser

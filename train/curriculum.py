@@ -80,7 +80,8 @@ def stage_flags(tasks: list[str], common: list[str]) -> tuple[Path, list[tuple[s
     return out_dir, stages
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m train.curriculum") -> int:
+    """``prog``: how the curriculum was asked for, for its record (``train.fsdp --task A,B`` calls this)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(__doc__)
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
                      **{k: summary.get(k) for k in RESULT_KEYS}, "device": summary.get("device")})
         # rewritten after every stage, so a curriculum cut short still records what it finished and how
         meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
-                "command": "python -m train.curriculum " + " ".join(map(shlex.quote, argv)), "environment": lw_environment()}
+                "command": f"{prog} " + " ".join(map(shlex.quote, argv)), "environment": lw_environment()}
         (out_dir / "curriculum.json").write_text(json.dumps({**meta, "stages": rows}, indent=2))
     for r in rows:
         print(f"  {r['stage']:<22} test bridged {100 * r['test_bridged_acc']:.1f}%  target alone "

@@ -5,6 +5,11 @@ One process (CPU or one GPU) without torchrun; under torchrun the translator is 
 and the flags mean the same (``--batch-size`` is the global batch). Rank 0 prints target-alone vs
 bridged accuracy on the held-out test split and writes ``summary.json`` and ``metrics.jsonl`` to
 ``--out-dir``; ``docs/training.md`` covers launching, checkpoints and memory.
+
+``--task A,B,...`` (several tasks) trains them as stages, each from the previous stage's translator:
+the same as ``python -m train.curriculum A,B,... [flags]``, whose per-stage ``--steps``, ``--lr``,
+``--batch-size`` and ``--train-examples`` lists it takes, so the staged recipe is one ``train.fsdp``
+command; ``--out-dir`` (default ``runs/default``) holds ``stage<i>_<task>`` folders and ``curriculum.json``.
 """
 
 from __future__ import annotations
@@ -12,11 +17,33 @@ from __future__ import annotations
 import os
 import sys
 
-from .config import parse_args
+from .config import TrainConfig, parse_args
 from .loop import train
 
 
+def staged_tasks(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(the comma-separated tasks, the other flags) when ``--task`` lists several tasks, else None."""
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            value, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+        elif arg.startswith("--task="):
+            value, rest = arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+        else:
+            continue
+        return (value, rest) if "," in value else None
+    return None
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    staged = staged_tasks(argv)
+    if staged is not None:
+        from . import curriculum
+
+        tasks, rest = staged
+        if not any(a == "--out-dir" or a.startswith("--out-dir=") for a in rest):
+            rest += ["--out-dir", TrainConfig.out_dir]
+        return curriculum.main([tasks, *rest], prog="python -m train.fsdp --task")
     cfg = parse_args(argv)
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:

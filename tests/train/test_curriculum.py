@@ -84,3 +84,46 @@ def test_a_curriculum_cut_short_keeps_the_record_of_its_finished_stages(tiny_run
     result = json.loads((out / "curriculum.json").read_text())
     assert [s["task"] for s in result["stages"]] == ["relay_qa:1"] and result["stages"][0]["steps_run"] == 2
     assert result["command"].startswith("python -m train.curriculum relay_qa:1,relay_qa:2") and "commit" in result
+
+
+def test_train_fsdp_with_several_tasks_runs_them_as_stages(tiny_run, tmp_path, capsys):
+    """``python -m train.fsdp --task A,B`` is the curriculum: the same stages, chained, in one command."""
+    from train import fsdp
+
+    out = tmp_path / "staged"
+    assert fsdp.main(["--task", "relay_qa:1,relay_qa:2", *_common(tiny_run, out), "--steps", "2,3"]) == 0
+    result = json.loads((out / "curriculum.json").read_text())
+    assert [(s["task"], s["steps_run"]) for s in result["stages"]] == [("relay_qa:1", 2), ("relay_qa:2", 3)]
+    assert result["stages"][1]["init_from"] == str(out / "stage1_relay_qa_f1" / "translator")
+    assert result["command"].startswith("python -m train.fsdp --task relay_qa:1,relay_qa:2 ")
+    capsys.readouterr()
+    # the same stages through train.curriculum: read back, nothing retrains
+    assert curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, out), "--steps", "2,3"]) == 0
+    assert capsys.readouterr().out.count("reusing") == 2
+
+
+def test_staged_tasks_reads_the_task_flag_in_both_spellings():
+    from train.fsdp import staged_tasks
+
+    assert staged_tasks(["--task", "relay_qa:1", "--steps", "5"]) is None  # one task: a plain run
+    assert staged_tasks(["--steps", "5"]) is None
+    assert staged_tasks(["--seed", "1", "--task", "a,b", "--steps", "5,6"]) == ("a,b", ["--seed", "1", "--steps", "5,6"])
+    assert staged_tasks(["--task=a,b", "--lr", "1e-3"]) == ("a,b", ["--lr", "1e-3"])
+
+
+def test_train_fsdp_stages_refuse_what_the_curriculum_refuses(tiny_run, tmp_path):
+    from train import fsdp
+
+    with pytest.raises(SystemExit, match="3 values for 2 stages"):
+        fsdp.main(["--task", "relay_qa:1,relay_qa:2", *_common(tiny_run, tmp_path / "bad"), "--steps", "1,2,3"])
+    with pytest.raises(SystemExit):  # a per-stage list without stages is not a number of steps
+        fsdp.main([*_common(tiny_run, tmp_path / "bad"), "--steps", "1,2"])
+
+
+def test_train_fsdp_stages_go_to_the_default_out_dir_when_none_is_given(monkeypatch):
+    from train import fsdp
+
+    seen = []
+    monkeypatch.setattr(curriculum, "main", lambda argv, prog: seen.append((argv, prog)) or 0)
+    assert fsdp.main(["--task", "relay_qa:1,relay_qa:4", "--steps", "1000,2000"]) == 0
+    assert seen == [(["relay_qa:1,relay_qa:4", "--steps", "1000,2000", "--out-dir", "runs/default"], "python -m train.fsdp --task")]
