@@ -49,6 +49,7 @@ Writes DIR/gpu_train.json and DIR/gpu_train.md (device, commit, date, command) f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import platform
 import statistics
@@ -68,6 +69,7 @@ from train.config import parse_args as train_args  # noqa: E402
 from train.flops import DecoderShape, StepFlops, achieved, frozen_decoder_flops, significant  # noqa: E402
 from train.loop import SourceCache, Trainer, matmul_precision, truncate_blocks  # noqa: E402
 from train.random_models import build_random  # noqa: E402
+from train.captured import block_regions  # noqa: E402
 
 import gpu_train_report  # noqa: E402  (this folder, benchmarks/)
 
@@ -121,9 +123,12 @@ def time_trainer(ctx, cfg, source, target, cache, examples, steps: int, peak: fl
     calib = cache.batch(examples[: min(64, len(examples))], ctx.device)
     counters.clear()
     # as train.fsdp sets it; the old value comes back whatever happens below
-    with matmul_precision(cfg, ctx.device, next(target.model.parameters()).dtype) as precision:
+    with contextlib.ExitStack() as stack:
+        precision = stack.enter_context(matmul_precision(cfg, ctx.device, next(target.model.parameters()).dtype))
         options = dict(compile_options or {})
         pipelined = options.pop("pipelined", None)
+        if options.pop("regions", False):
+            stack.enter_context(block_regions(target))
         trainer = Trainer(cfg, ctx, source, target, cache, calib, compile_options=options or None, pipelined=pipelined)
         captured, recorder, flops_error = trainer.captured, None, None
         try:
@@ -306,10 +311,12 @@ def compile_entries(spec: str) -> list[tuple[str, str, dict | None]]:
             entries.append((item, item, None))
         elif item == "waited":  # the captured step that waits for its loss values every step (not pipelined)
             entries.append((item, "on", {"pipelined": False}))
+        elif item == "regions":  # --compile-regions: one compiled target block stamped out for every block
+            entries.append((item, "on", {"regions": True}))
         elif key in ("mode", "backend") and value:
             entries.append((item, "on", {key: value}))
         else:
-            raise ValueError(f"--compile entry {item!r}: off, on, waited, mode:M or backend:B")
+            raise ValueError(f"--compile entry {item!r}: off, on, waited, regions, mode:M or backend:B")
     return entries
 
 

@@ -128,6 +128,7 @@ class TrainConfig:
     shard_target: bool = _parallel(False, "shard the frozen target's blocks with FSDP2 across processes instead of replicating")
     activation_checkpointing: bool = _parallel(False, "recompute the target's block activations in backward")
     compile: str = _parallel("auto", "compiled fixed-shape step: auto (CUDA; eager on CPU), on, waited (not pipelined), off")
+    compile_regions: bool = _parallel(False, "captured step: compile one target block, reuse it for every block (faster compile)")
     # checkpoint
     out_dir: str = _checkpoint("runs/default", "where checkpoints, metrics.jsonl and the final translator go")
     checkpoint_every: int = _checkpoint(200, "steps between checkpoints in out-dir/checkpoints (0 = off)")
@@ -227,6 +228,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.all_questions and cfg.protocol == "context" and cfg.spell_weight > 0:
         raise ValueError("--spell-weight pulls soft tokens toward one answer; with --all-questions in context one "
                          "passage's soft tokens serve every question, so the two do not combine")
+    if cfg.compile_regions and cfg.activation_checkpointing:
+        raise ValueError("--compile-regions does not reach blocks under --activation-checkpointing "
+                         "(checkpoint traces them with its own operator): use one of the two")
     if cfg.compile not in ("off", "on", "waited", "auto"):
         raise ValueError(f"--compile is off, on, waited or auto, got {cfg.compile!r}")
     if cfg.compile in ("on", "waited"):

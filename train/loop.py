@@ -39,7 +39,7 @@ from lw_runtime.protocols import answer_continuation, full_text_prompt, target_a
 from lw_runtime.translator import BottleneckedGatedTranslator, TranslatorConfig
 
 from . import distributed, losses, questions, reconstruction
-from .captured import CapturedStep, captured_on, host_floats
+from .captured import CapturedStep, block_regions, captured_on, host_floats
 from .checkpoint import Checkpointer
 from .config import TrainConfig, check_config, relay_augmentations
 from .data import data_keywords, load_task
@@ -476,6 +476,8 @@ def train(cfg: TrainConfig, return_models: bool = False):
         source, target = shared_models(cfg, device, dtype)
         restore_target = truncate_blocks(target, cfg.target_layers)
         undo_checkpointing = distributed.apply_activation_checkpointing(target) if cfg.activation_checkpointing else (lambda: None)
+        if cfg.compile_regions:
+            scope.enter_context(block_regions(target))  # after checkpointing: it marks the wrapped blocks
         try:
             if cfg.shard_target:
                 distributed.shard_target(target, ctx)

@@ -47,8 +47,8 @@ def test_compile_entries_name_the_step_variants():
         from gpu_train import compile_entries
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert compile_entries("off, on,waited,mode:max-autotune,backend:eager") == [
-        ("off", "off", None), ("on", "on", None), ("waited", "on", {"pipelined": False}),
+    assert compile_entries("off, on,waited,regions,mode:max-autotune,backend:eager") == [
+        ("off", "off", None), ("on", "on", None), ("waited", "on", {"pipelined": False}), ("regions", "on", {"regions": True}),
         ("mode:max-autotune", "on", {"mode": "max-autotune"}), ("backend:eager", "on", {"backend": "eager"})]
     import pytest
     with pytest.raises(ValueError, match="waited"):

@@ -349,6 +349,11 @@ def test_captured_flops_are_the_step_recorders_at_the_same_shapes(pair):
     assert exact.captured.flops_by_part() == want and min(want.values()) > 0
 
 
+def test_compile_regions_refuse_activation_checkpointing():
+    with pytest.raises(ValueError, match="--compile-regions does not reach blocks under --activation-checkpointing"):
+        check_config(parse_args(["--compile-regions", "--activation-checkpointing"]))
+
+
 def test_compile_flag_values_and_what_falls_back(capsys):
     with pytest.raises(ValueError, match="--compile is off, on, waited or auto"):
         check_config(parse_args(["--compile", "yes"]))
@@ -412,3 +417,39 @@ def test_compile_waited_runs_the_captured_step_without_pipelining(tiny_models, t
                                     "--max-new-tokens", "1", "--no-baselines", "--no-tensorboard", "--checkpoint-every", "0",
                                     "--threads", "1", "--out-dir", str(tmp_path / mode))))
     assert seen == [False, None]
+
+
+def test_block_regions_compile_one_block_for_all_and_change_no_loss_or_gradient(pair):
+    """--compile-regions: the target's blocks are one nested compile region while the run lasts (their
+    classes put back after), traced once per input shape and called by every block, and the captured
+    step's loss and gradients stay the eager step's."""
+    from train.captured import block_regions
+
+    cfg, source, target, cache, examples = pair
+    batch = examples[3:8]
+    try:
+        blocks = [getattr(b, "_checkpoint_wrapped_module", b) for b in target.model.base_model.layers]
+        classes = [b.__class__ for b in blocks]
+        eager = trainer(cfg, source, target, cache, examples)
+        want = micro_step(eager, batch)
+        with block_regions(target):
+            assert len({b.__class__ for b in blocks}) == 1 and all(b.__class__.__name__.endswith("Region") for b in blocks)
+            assert all(isinstance(b, c) for b, c in zip(blocks, classes))
+            captured = trainer(cfg, source, target, cache, examples)
+            graphs = []
+
+            def backend(gm, inputs):  # dynamo's graph, then aot_eager as in the other tests
+                graphs.append(gm)
+                return torch._dynamo.backends.debugging.aot_eager(gm, inputs)
+
+            captured.captured = CapturedStep(captured, compile={"backend": backend})
+            got = micro_step(captured, batch)
+        assert [b.__class__ for b in blocks] == classes
+        calls = [n for gm in graphs for n in gm.graph.nodes if n.target is torch.ops.higher_order.invoke_subgraph]
+        subgraphs = {n.args[0].target for n in calls}
+        # one traced subgraph per target input shape (the QA rows, the reconstruction rows), called by every block
+        assert len(graphs) == 1 and len(subgraphs) == 2
+        assert sorted(n.args[0].target for n in calls) == sorted(list(subgraphs) * len(blocks))
+    finally:
+        torch._dynamo.reset()
+    assert_same_step(got, want)

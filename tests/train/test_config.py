@@ -16,7 +16,7 @@ from train.config import (SECTION_FIELDS, SECTIONS, OptimConfig, TrainConfig, bu
 # every flag train.fsdp has taken (by type), so a renamed field fails here: scripts and plans spell them
 OLD_FLAGS = {
     "bool": ["baselines", "rms_match", "infonce", "all_questions", "kl_teacher", "gate_lr_boost", "early_stopping",
-             "cache_source", "shard_target", "activation_checkpointing", "resume", "tensorboard", "progress"],
+             "cache_source", "shard_target", "activation_checkpointing", "compile_regions", "resume", "tensorboard", "progress"],
     "int": ["tokens", "depth", "heads", "bottleneck", "source_layer", "target_layers", "steps", "batch_size",
             "grad_accum", "warmup", "train_examples", "val_examples", "test_examples", "eval_every",
             "max_source_tokens", "max_new_tokens", "relay_tokens", "recon_steps", "recon_eval", "patience", "seed",
