@@ -5,10 +5,11 @@ and stamped out for every block).
 Usage: python benchmarks/compile_time.py [--target embedded:smollm2-135m-instruct] [--device cpu]
                                          [--batch 4 --length 40] [--out results/train/compile_time.json]
 
-Each variant runs in its own process with inductor's FX-graph and AOTAutograd caches off (every compile
-cold), ``torch.compile(dynamic=False)`` as the captured step (inductor; on CUDA also ``mode=
-"reduce-overhead"``). Reported per variant: the first call's seconds (compile + one run) and the
-median of three later calls, and the loss against an eager call on the same inputs (they must agree).
+Each variant runs in its own process with its own empty inductor (and Triton) cache folder, so every
+compile is cold and no variant reuses another's kernels, ``torch.compile(dynamic=False)`` as the captured
+step (inductor; on CUDA also ``mode="reduce-overhead"``). Reported per variant: the first call's seconds
+(compile + one run), the median of three later calls, and the loss against an eager call on the same
+inputs (a variant whose loss is off by more than 1e-4 relative is reported as an error).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +67,8 @@ def one(variant: str, target_name: str, device: str, batch: int, length: int) ->
         first, loss = timed(fn)
         later = [timed(fn)[0] for _ in range(3)]
     eager = float(step(embeds))
+    if abs(loss - eager) > 1e-4 * abs(eager):
+        raise AssertionError(f"{variant}: compiled loss {loss} != eager {eager}")
     return {"variant": variant, "first_call_s": round(first, 2), "later_call_s_median": round(statistics.median(later), 4),
             "loss": loss, "eager_loss": eager, "blocks": len(model.base_model.layers)}
 
@@ -82,9 +87,13 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for variant in ("plain", "regions"):
+        cache = tempfile.mkdtemp(prefix=f"compile_time_{variant}_")  # cold: nothing compiled before
+        env = {**os.environ, "TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_CACHE_DIR": cache,
+               "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
         run = subprocess.run([sys.executable, __file__, "--variant", variant, "--target", args.target, "--device", args.device,
                               "--batch", str(args.batch), "--length", str(args.length)],
-                             capture_output=True, text=True, env={**os.environ, "TORCHINDUCTOR_FX_GRAPH_CACHE": "0"})
+                             capture_output=True, text=True, env=env)
+        shutil.rmtree(cache, ignore_errors=True)
         line = next((x for x in run.stdout.splitlines() if x.startswith("RESULT ")), None)
         rows.append(json.loads(line[7:]) if line else {"variant": variant, "error": run.stderr[-2000:]})
         print(rows[-1], flush=True)

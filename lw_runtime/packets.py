@@ -479,7 +479,10 @@ class Decoder:
         if error is not None:
             raise error from None
         if failure is not None:
-            raise failure
+            try:
+                raise failure
+            finally:
+                failure = None  # no frame -> traceback -> exception cycle holding the packet and staged buffers
         if starts:
             self._start(h, expected, out_dim, out_dtype, staged if self._whole_message else None)
         end = h.chunk_start + h.chunk_count

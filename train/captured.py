@@ -61,26 +61,27 @@ def block_regions(target):
     """Within the block, ``torch.compile`` traces the target's decoder block once and stamps it out for
     every block (``torch.compiler.nested_compile_region``: hierarchical compilation) instead of
     compiling each of them; eager calls are unchanged. Each block's class is swapped for a subclass
-    whose ``forward`` is the one marked region (the HF class itself is left alone) and put back after.
+    whose ``forward`` is the one marked region (the HF class keeps its own ``forward``) and put back after.
     Measured on the 2-core CPU (inductor, cold caches, the embedded target's 30 blocks, forward +
     backward, ``benchmarks/compile_time.py``): first call 19.2 s against 52.0 s, later calls within 3% and
     the same loss; on CUDA not yet timed, so ``--compile-regions`` is off by default.
     Blocks under activation checkpointing are traced by checkpoint's own operator, which the region
-    does not reach (``check_config`` refuses the two together; here they would just compile as before)."""
-    layers = target.model.base_model.layers
-    inner = [getattr(layer, "_checkpoint_wrapped_module", layer) for layer in layers]
-    before = [m.__class__ for m in inner]
+    does not reach (measured: no region formed), and the eager step never compiles: ``check_config``
+    refuses ``--compile-regions`` with ``--activation-checkpointing``, ``--shard-target`` or ``--compile off``."""
+    blocks = list(target.model.base_model.layers)
+    before = [b.__class__ for b in blocks]
     regions: dict[type, type] = {}
-    for m, cls in zip(inner, before):
+    for b, cls in zip(blocks, before):
         if cls not in regions:
             regions[cls] = type(f"{cls.__name__}Region", (cls,),
                                 {"forward": torch.compiler.nested_compile_region(cls.forward)})
-        m.__class__ = regions[cls]
+        b.__class__ = regions[cls]
     try:
         yield
     finally:
-        for m, cls in zip(inner, before):
-            m.__class__ = cls
+        for b, cls in zip(blocks, before):
+            if b.__class__ is regions[cls]:  # a class something else swapped in since stays
+                b.__class__ = cls
 
 
 # dynamo's default (8) would silently run the step eagerly after 8 shapes; high-water buckets keep a
@@ -356,16 +357,18 @@ class CapturedStep:
         infonce_weight = cfg.infonce_weight / cfg.grad_accum if infonce_on else 0.0
         weights = _to_device(torch.tensor([scale, recon_w * recon_scale, infonce_weight], dtype=torch.float32), self.device)
         qa, recon = on_device.get("qa"), on_device.get("recon")
-        self._note_shape(hidden, qa, recon, cfg.infonce)
+        self._note_shape(hidden, qa, recon, cfg.infonce, infonce_on)
         loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, cfg.infonce, owner_t, pick_t)
         self.trainer.last_soft = soft[:real_reads].clone()  # a CUDA graph's output is overwritten by its next replay
         return loss, {"ce": sums[0], "recon": sums[1], "infonce": sums[2] / cfg.grad_accum if infonce_on else 0.0,
                       "kl": 0.0, "spell": 0.0, "spell_pairs": 0.0, "target_tokens": float(real_tokens)}
 
-    def _note_shape(self, hidden, qa, recon, infonce: bool) -> None:
-        """Record this call's shapes (``calls``, for FLOPs); say so when a shape is new (a compile)."""
+    def _note_shape(self, hidden, qa, recon, infonce: bool, infonce_on: bool) -> None:
+        """Record this call's shapes (``calls``, for FLOPs: InfoNCE counts once it is on, as in the eager
+        step, though the graph runs it at weight 0 before); say so when a shape is new (a compile).
+        ``infonce``: whether the graph holds InfoNCE."""
         targets = [(t[0].shape[1], t[2].shape[0]) for t in (qa, recon) if t is not None]
-        call = {"batch": hidden.shape[0], "source": hidden.shape[1], "targets": targets, "infonce": infonce}
+        call = {"batch": hidden.shape[0], "source": hidden.shape[1], "targets": targets, "infonce": infonce_on}
         self.calls.append(call)
         key = (call["batch"], call["source"], qa is None, recon is None, tuple(targets), infonce)
         if key not in self.shapes_seen:

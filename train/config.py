@@ -231,6 +231,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.compile_regions and cfg.activation_checkpointing:
         raise ValueError("--compile-regions does not reach blocks under --activation-checkpointing "
                          "(checkpoint traces them with its own operator): use one of the two")
+    if cfg.compile_regions and (cfg.compile == "off" or cfg.shard_target):
+        raise ValueError("--compile-regions shapes the captured step's compile; with "
+                         f"{'--compile off' if cfg.compile == 'off' else '--shard-target'} the step runs eagerly")
     if cfg.compile not in ("off", "on", "waited", "auto"):
         raise ValueError(f"--compile is off, on, waited or auto, got {cfg.compile!r}")
     if cfg.compile in ("on", "waited"):

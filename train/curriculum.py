@@ -19,6 +19,7 @@ its own task's validation and test splits, so the table shows how each rung does
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -88,6 +89,10 @@ def main(argv=None, prog: str = "python -m train.curriculum") -> int:
         return 2
     PARSER.parse(argv)  # every flag known and well-typed (or --help), before the stages are laid out
     tasks = [t for t in argv[0].split(",") if t]
+    if not tasks:
+        raise SystemExit(f"{prog}: no task in {argv[0]!r}; give the stages' tasks comma-separated, e.g. relay_qa:1,relay_qa:4")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # stages re-create the process group; never tested under torchrun
+        raise SystemExit(f"{prog}: stages run in one process; under torchrun train each stage with --init-from")
     out_dir, stages = stage_flags(tasks, argv[1:])
     rows, retrained = [], False
     for name, flags in stages:

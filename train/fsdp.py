@@ -17,20 +17,38 @@ from __future__ import annotations
 import os
 import sys
 
-from .config import TrainConfig, parse_args
+from .config import TrainConfig, build_parser, parse_args
 from .loop import train
 
 
+def _resolve(flag: str, options: list[str]) -> str | None:
+    """The option ``flag`` names as argparse reads it: itself, or the one option it abbreviates."""
+    if flag in options:
+        return flag
+    matches = [o for o in options if o.startswith(flag)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def staged_tasks(argv: list[str]) -> tuple[str, list[str]] | None:
-    """(the comma-separated tasks, the other flags) when ``--task`` lists several tasks, else None."""
+    """(the comma-separated tasks, the other flags) when ``--task`` (or an abbreviation argparse would
+    take for it) lists several tasks, else None; the other flags get ``--out-dir runs/default`` when
+    no spelling of ``--out-dir`` is among them."""
+    options = [o for o in build_parser()._option_string_actions if o.startswith("--")]
     for i, arg in enumerate(argv):
-        if arg == "--task" and i + 1 < len(argv):
-            value, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
-        elif arg.startswith("--task="):
-            value, rest = arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
-        else:
+        name, glued, value = arg.partition("=")
+        if not name.startswith("--") or _resolve(name, options) != "--task":
             continue
-        return (value, rest) if "," in value else None
+        if glued:
+            value, rest = value, argv[:i] + argv[i + 1 :]
+        elif i + 1 < len(argv):
+            value, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+        else:
+            return None  # argparse reports the missing value
+        if "," not in value:
+            return None
+        if not any(a.startswith("--") and _resolve(a.partition("=")[0], options) == "--out-dir" for a in rest):
+            rest = rest + ["--out-dir", TrainConfig.out_dir]
+        return value, rest
     return None
 
 
@@ -41,8 +59,6 @@ def main(argv=None) -> int:
         from . import curriculum
 
         tasks, rest = staged
-        if not any(a == "--out-dir" or a.startswith("--out-dir=") for a in rest):
-            rest += ["--out-dir", TrainConfig.out_dir]
         return curriculum.main([tasks, *rest], prog="python -m train.fsdp --task")
     cfg = parse_args(argv)
     summary = train(cfg)

@@ -476,12 +476,11 @@ def train(cfg: TrainConfig, return_models: bool = False):
         source, target = shared_models(cfg, device, dtype)
         restore_target = truncate_blocks(target, cfg.target_layers)
         undo_checkpointing = distributed.apply_activation_checkpointing(target) if cfg.activation_checkpointing else (lambda: None)
-        if cfg.compile_regions:
-            scope.enter_context(block_regions(target))  # after checkpointing: it marks the wrapped blocks
         try:
             if cfg.shard_target:
                 distributed.shard_target(target, ctx)
-            summary, translator, test_set = _train(cfg, ctx, source, target, t0)
+            with block_regions(target) if cfg.compile_regions else contextlib.nullcontext():
+                summary, translator, test_set = _train(cfg, ctx, source, target, t0)
         finally:
             undo_checkpointing()
             restore_target()

@@ -237,13 +237,24 @@ def test_trainer_steps_with_compile_on_match_eager_ones_with_activation_checkpoi
         for mode in ("off", "on"):
             cfg = parse_args(flags(tiny_models, "--compile", mode, "--batch-size", "6", "--grad-accum", "2", "--warmup", "2",
                                    "--recon-weight", "0.3"))
-            t = trainer(cfg, source, target, cache, examples, compile_options=AOT)
+            graphs = []
+
+            def backend(gm, inputs):  # aot_eager, counting the graphs dynamo hands it
+                graphs.append(gm)
+                return torch._dynamo.backends.debugging.aot_eager(gm, inputs)
+
+            t = trainer(cfg, source, target, cache, examples, compile_options={"backend": backend})
             assert (t.captured is not None) == (mode == "on")
-            records = [t.step(s, examples[6 * s : 6 * s + 6]) for s in range(2)]
+            if t.captured is not None:
+                t.captured.presize(examples[:12])  # both steps' shapes known: only InfoNCE's start could recompile
+            records = [t.step(0, examples[:6])]
+            compiled_in_step_0 = len(graphs)
+            records.append(t.step(1, examples[6:12]))
             params = [p.detach().clone() for p in [*t.translator.parameters(), *t.projection.parameters()]]
             runs[mode] = records, params, [int(t.optimizer.state[p]["step"]) for p in t.projection.parameters()]
-            if mode == "on":  # InfoNCE at weight 0, then on: no shape compiled for the steps without it
-                assert {key[-1] for key in t.captured.shapes_seen} == {True}
+            if mode == "on":  # InfoNCE at weight 0 in step 0, then on in step 1: nothing compiles again
+                assert compiled_in_step_0 > 0 and len(graphs) == compiled_in_step_0
+                assert [c["infonce"] for c in t.captured.calls] == [False, False, True, True]  # FLOPs as eager counts
     finally:
         undo()
     (eager, eager_params, eager_counts), (captured, captured_params, captured_counts) = runs["off"], runs["on"]
@@ -349,9 +360,13 @@ def test_captured_flops_are_the_step_recorders_at_the_same_shapes(pair):
     assert exact.captured.flops_by_part() == want and min(want.values()) > 0
 
 
-def test_compile_regions_refuse_activation_checkpointing():
+def test_compile_regions_refuse_what_the_captured_step_does_not_compile():
     with pytest.raises(ValueError, match="--compile-regions does not reach blocks under --activation-checkpointing"):
         check_config(parse_args(["--compile-regions", "--activation-checkpointing"]))
+    for flags, named in ((["--compile", "off"], "--compile off"), (["--shard-target"], "--shard-target")):
+        with pytest.raises(ValueError, match=f"with {named} the step runs eagerly"):
+            check_config(parse_args(["--compile-regions", *flags]))
+    check_config(parse_args(["--compile-regions"]))
 
 
 def test_compile_flag_values_and_what_falls_back(capsys):

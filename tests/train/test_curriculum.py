@@ -102,13 +102,29 @@ def test_train_fsdp_with_several_tasks_runs_them_as_stages(tiny_run, tmp_path, c
     assert capsys.readouterr().out.count("reusing") == 2
 
 
-def test_staged_tasks_reads_the_task_flag_in_both_spellings():
+def test_staged_tasks_reads_the_task_and_out_dir_flags_as_argparse_does():
     from train.fsdp import staged_tasks
 
     assert staged_tasks(["--task", "relay_qa:1", "--steps", "5"]) is None  # one task: a plain run
     assert staged_tasks(["--steps", "5"]) is None
-    assert staged_tasks(["--seed", "1", "--task", "a,b", "--steps", "5,6"]) == ("a,b", ["--seed", "1", "--steps", "5,6"])
-    assert staged_tasks(["--task=a,b", "--lr", "1e-3"]) == ("a,b", ["--lr", "1e-3"])
+    assert staged_tasks(["--task"]) is None  # argparse reports the missing value
+    out = ["--out-dir", "runs/default"]
+    assert staged_tasks(["--seed", "1", "--task", "a,b", "--steps", "5,6"]) == ("a,b", ["--seed", "1", "--steps", "5,6", *out])
+    assert staged_tasks(["--task=a,b", "--lr", "1e-3"]) == ("a,b", ["--lr", "1e-3", *out])
+    # abbreviations argparse takes: --tas for --task, --out for --out-dir (whose folder is then kept)
+    assert staged_tasks(["--tas", "a,b", "--out", "runs/mine"]) == ("a,b", ["--out", "runs/mine"])
+    assert staged_tasks(["--tas=a,b", "--out-d=runs/mine"]) == ("a,b", ["--out-d=runs/mine"])
+    assert staged_tasks(["--t", "a,b"]) is None  # ambiguous (--task, --target, --tokens, ...): argparse's error
+
+
+def test_stages_refuse_an_empty_task_list_and_torchrun(tiny_run, tmp_path, monkeypatch):
+    from train import fsdp
+
+    with pytest.raises(SystemExit, match="no task in ','"):
+        fsdp.main(["--task", ",", *_common(tiny_run, tmp_path / "none")])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="stages run in one process"):
+        curriculum.main(["relay_qa:1,relay_qa:2", *_common(tiny_run, tmp_path / "two")])
 
 
 def test_train_fsdp_stages_refuse_what_the_curriculum_refuses(tiny_run, tmp_path):
