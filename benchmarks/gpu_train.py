@@ -30,7 +30,8 @@ the tiny random pair), global batch --compile-batch-size (128), one process with
 ``python -m train.fsdp`` runs without torchrun), after --compile-warmup untimed steps that hold
 the compiles. Entries: ``off``, ``on`` (the device's default: CUDA graphs on CUDA, pipelined: the
 host prepares step N + 1 while the GPU runs step N, ``Trainer.step``), ``waited`` (``on`` reading its loss
-values every step, as before pipelining), ``mode:M`` or ``backend:B`` (``torch.compile``'s keywords). Each captured row records its speed-up over ``off``,
+values every step, as before pipelining), ``regions`` (``on`` with ``--compile-regions``: one compiled target block
+stamped out for every block), ``mode:M`` or ``backend:B`` (``torch.compile``'s keywords). Each captured row records its speed-up over ``off``,
 the shapes it compiled, dynamo's graph breaks and the warm-up seconds (``--profile N``: then N
 profiled steps, ``benchmarks/step_profile.py``: GPU busy vs idle time, host regions, top kernels); its FLOPs come from the
 padded shapes it ran (``CapturedStep.flops_by_part``: hooks would be traced into its graph).
@@ -408,7 +409,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-shapes", action="store_true", help="skip the 7B/8B-shaped measurements")
     p.add_argument("--budget-s", type=float, default=420.0, help="measurements starting later than this are skipped")
     p.add_argument("--compare", default="", help="gpu_train.json of a run with fewer GPUs: adds scaling efficiency")
-    p.add_argument("--compile", default="", help="time eager vs captured steps: comma list of off, on, mode:M, backend:B")
+    p.add_argument("--compile", default="", help="time eager vs captured steps: comma list of off, on, waited, regions, mode:M, backend:B")
     p.add_argument("--tf32", default="auto", choices=("auto", "on", "off"),
                    help="train.fsdp's --tf32 for the embedded-pair measurements (auto: TF32 with bf16 models)")
     p.add_argument("--compile-batch-size", type=int, default=128, help="global batch of the --compile measurements")

@@ -63,8 +63,8 @@ def block_regions(target):
     compiling each of them; eager calls are unchanged. Each block's class is swapped for a subclass
     whose ``forward`` is the one marked region (the HF class keeps its own ``forward``) and put back after.
     Measured on the 2-core CPU (inductor, cold caches, the embedded target's 30 blocks, forward +
-    backward, ``benchmarks/compile_time.py``): first call 19.2 s against 52.0 s, later calls within 3% and
-    the same loss; on CUDA not yet timed, so ``--compile-regions`` is off by default.
+    backward, ``benchmarks/compile_time.py``): first call 33.9 s against 64.4 s, later calls and loss the
+    same; on CUDA not yet timed, so ``--compile-regions`` is off by default.
     Blocks under activation checkpointing are traced by checkpoint's own operator, which the region
     does not reach (measured: no region formed), and the eager step never compiles: ``check_config``
     refuses ``--compile-regions`` with ``--activation-checkpointing``, ``--shard-target`` or ``--compile off``."""
