@@ -2,7 +2,7 @@
 for it), with and without ``--compile-regions`` (``train.captured.block_regions``: one block compiled
 and stamped out for every block).
 
-Usage: python benchmarks/compile_time.py [--target embedded:smollm2-135m-instruct] [--device cpu]
+Usage: python benchmarks/compile_time.py [--target embedded:smollm2-135m-instruct | random:SHAPE] [--device cpu]
                                          [--batch 4 --length 40] [--out results/train/compile_time.json]
 
 Each variant runs in its own process with its own empty inductor (and Triton) cache folder, so every
@@ -38,7 +38,13 @@ def one(variant: str, target_name: str, device: str, batch: int, length: int) ->
 
     torch._inductor.config.fx_graph_cache = False
     torch._functorch.config.enable_autograd_cache = False
-    target = load_model(target_name, dtype=torch.bfloat16 if device != "cpu" else torch.float32, device=device)
+    dtype = torch.bfloat16 if device != "cpu" else torch.float32
+    if target_name.startswith("random:"):  # a published shape with random weights (train.random_models): no files
+        from train.random_models import build_random
+
+        target = build_random(target_name.split(":", 1)[1], device=device, dtype=dtype)
+    else:
+        target = load_model(target_name, dtype=dtype, device=device)
     model = target.model
     for p in model.parameters():
         p.requires_grad_(False)
