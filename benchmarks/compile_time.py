@@ -9,7 +9,7 @@ Each variant runs in its own process with its own empty inductor (and Triton) ca
 compile is cold and no variant reuses another's kernels, ``torch.compile(dynamic=False)`` as the captured
 step (inductor; on CUDA also ``mode="reduce-overhead"``). Reported per variant: the first call's seconds
 (compile + one run), the median of three later calls, and the loss against an eager call on the same
-inputs (a variant whose loss is off by more than 1e-4 relative is reported as an error).
+inputs (a variant whose loss is off by more than 1e-4 relative, 2e-2 in bf16, is reported as an error).
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def one(variant: str, target_name: str, device: str, batch: int, length: int) ->
         first, loss = timed(fn)
         later = [timed(fn)[0] for _ in range(3)]
     eager = float(step(embeds))
-    if abs(loss - eager) > 1e-4 * abs(eager):
-        raise AssertionError(f"{variant}: compiled loss {loss} != eager {eager}")
+    tol = 1e-4 if dtype == torch.float32 else 2e-2  # bf16: compiled and eager kernels round differently
+    if abs(loss - eager) > tol * abs(eager):
+        raise AssertionError(f"{variant}: compiled loss {loss} != eager {eager} (relative tolerance {tol})")
     return {"variant": variant, "first_call_s": round(first, 2), "later_call_s_median": round(statistics.median(later), 4),
             "loss": loss, "eager_loss": eager, "blocks": len(model.base_model.layers)}
 
