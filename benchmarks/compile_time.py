@@ -95,8 +95,7 @@ def main(argv=None) -> int:
     rows = []
     for variant in ("plain", "regions"):
         cache = tempfile.mkdtemp(prefix=f"compile_time_{variant}_")  # cold: nothing compiled before
-        env = {**os.environ, "TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_CACHE_DIR": cache,
-               "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
         run = subprocess.run([sys.executable, __file__, "--variant", variant, "--target", args.target, "--device", args.device,
                               "--batch", str(args.batch), "--length", str(args.length)],
                              capture_output=True, text=True, env=env)

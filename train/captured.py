@@ -299,8 +299,9 @@ class CapturedStep:
             logits = torch.tanh(logits / softcap) * softcap
         return F.cross_entropy(logits.float(), labels, reduction="sum")
 
-    def _loss(self, hidden, mask, qa, recon, weights, infonce: bool, owner=None, pick=None):
+    def _loss(self, hidden, mask, qa, recon, weights, owner=None, pick=None):
         """(weighted loss, [QA CE sum, reconstruction CE sum, InfoNCE] detached, soft tokens detached).
+        InfoNCE is in the graph whenever the run has ``--infonce`` (weighted 0 before it starts).
         ``qa``/``recon``: the device tensors of ``target_arrays`` or None; ``weights``: (3,) scales;
         ``owner``: the source read of each QA row (None: one each); ``pick``: the reads InfoNCE sees
         (None: all)."""
@@ -311,7 +312,7 @@ class CapturedStep:
         rec = self._target_sum(encoded, *recon) if recon is not None else zero
         loss = ce * weights[0] + rec * weights[1]
         nce = zero
-        if infonce:
+        if self.cfg.infonce:
             seen, h, m = (encoded, hidden, mask) if pick is None else (encoded[pick], hidden[pick], mask[pick])
             nce = losses.info_nce(seen.float().mean(1).unsqueeze(1), losses.pooled_source(h, m), self.trainer.projection)
             loss = loss + nce * weights[2]
@@ -357,25 +358,24 @@ class CapturedStep:
         infonce_weight = cfg.infonce_weight / cfg.grad_accum if infonce_on else 0.0
         weights = _to_device(torch.tensor([scale, recon_w * recon_scale, infonce_weight], dtype=torch.float32), self.device)
         qa, recon = on_device.get("qa"), on_device.get("recon")
-        self._note_shape(hidden, qa, recon, cfg.infonce, infonce_on)
-        loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, cfg.infonce, owner_t, pick_t)
+        self._note_shape(hidden, qa, recon, infonce_on)
+        loss, sums, soft = self.loss_fn(hidden, mask, qa, recon, weights, owner_t, pick_t)
         self.trainer.last_soft = soft[:real_reads].clone()  # a CUDA graph's output is overwritten by its next replay
         return loss, {"ce": sums[0], "recon": sums[1], "infonce": sums[2] / cfg.grad_accum if infonce_on else 0.0,
                       "kl": 0.0, "spell": 0.0, "spell_pairs": 0.0, "target_tokens": float(real_tokens)}
 
-    def _note_shape(self, hidden, qa, recon, infonce: bool, infonce_on: bool) -> None:
+    def _note_shape(self, hidden, qa, recon, infonce_on: bool) -> None:
         """Record this call's shapes (``calls``, for FLOPs: InfoNCE counts once it is on, as in the eager
-        step, though the graph runs it at weight 0 before); say so when a shape is new (a compile).
-        ``infonce``: whether the graph holds InfoNCE."""
+        step, though the graph runs it at weight 0 before); say so when a shape is new (a compile)."""
         targets = [(t[0].shape[1], t[2].shape[0]) for t in (qa, recon) if t is not None]
         call = {"batch": hidden.shape[0], "source": hidden.shape[1], "targets": targets, "infonce": infonce_on}
         self.calls.append(call)
-        key = (call["batch"], call["source"], qa is None, recon is None, tuple(targets), infonce)
+        key = (call["batch"], call["source"], qa is None, recon is None, tuple(targets))
         if key not in self.shapes_seen:
             self.shapes_seen.add(key)
             if self.trainer.ctx.is_main and self.compiled:
                 print(f"captured step: shape {len(self.shapes_seen)} (batch {call['batch']}, source {call['source']}, "
-                      f"target (T, labels) {targets}, InfoNCE {'in the graph' if infonce else 'off'}): compiling", flush=True)
+                      f"target (T, labels) {targets}, InfoNCE {'in the graph' if self.cfg.infonce else 'off'}): compiling", flush=True)
 
     def flops_by_part(self) -> dict[str, int]:
         """Model FLOPs of the calls in ``calls`` by part, as ``train.flops.StepFlops`` counts them (padded
